@@ -1,0 +1,1 @@
+"""Ray actors: thin shells (construction, Ray plumbing, restart handling) around `actors.core`."""

@@ -1,0 +1,1 @@
+"""Ray-free cores of the pipeline stages; unit tests drive these directly, without Ray."""

@@ -1,0 +1,1 @@
+"""How the pipeline is laid out and run on a Ray cluster: config schema, driver, CLI, job helpers."""

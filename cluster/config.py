@@ -1,0 +1,306 @@
+"""The run configuration: one YAML file loaded into typed models that reject unknown keys.
+
+Every error names the file, the key path and, where YAML gives it, the line. Validation runs before
+Ray starts or any request is sent. `run_id` is the hash of the effective config; it is written next to
+the output so that a resumed run can tell whether it is still the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from instructflow.instructors.base import CategoryParams
+from instructflow.instructors.registry import get_instructor
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file, key and line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Price(_Strict):
+    """USD per 1,000 tokens for one model."""
+
+    prompt_per_1k: float = Field(0.0, ge=0)
+    completion_per_1k: float = Field(0.0, ge=0)
+
+
+class Budget(_Strict):
+    """Hard spending limits; when one is reached no new request starts."""
+
+    max_tokens_total: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cost_needs_prices(self) -> Budget:
+        if self.max_cost_usd is not None and not self.prices:
+            raise ValueError("max_cost_usd needs per-model prices under `prices`")
+        return self
+
+
+class Limits(_Strict):
+    """Cluster-wide limits for one (base_url, model); shared by every actor that uses it."""
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_in_flight: int = Field(32, ge=1, le=4096)
+    min_in_flight: int = Field(1, ge=1)  # AIMD never drops the allowed concurrency below this
+
+
+class Embedded(_Strict):
+    """The embedded teacher: a GGUF model from a PyPI package, served by Ray Serve on 127.0.0.1."""
+
+    model: Literal["smollm2-135m"] = "smollm2-135m"
+    host: str = "127.0.0.1"
+    port: int = Field(8011, ge=1, le=65535)
+    parallel: int = Field(2, ge=1, le=16)  # llama.cpp slots
+    context: int = Field(4096, ge=256, le=32768)
+    threads: int = Field(2, ge=1, le=64)
+
+
+class TeacherConfig(_Strict):
+    """Where requests go and how they are sent."""
+
+    kind: Literal["openai", "embedded"] = "openai"
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key_env: str | None = "OPENAI_API_KEY"  # the *name* of the variable; never the key itself
+    temperature: float = Field(0.9, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1, le=65536)
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    max_attempts: int = Field(6, ge=1, le=50)
+    backoff_base_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=600)
+    limits: Limits = Field(default_factory=Limits)
+    budget: Budget = Field(default_factory=Budget)
+    embedded: Embedded = Field(default_factory=Embedded)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_a_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.replace("_", "").isalnum() or value[0].isdigit()):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return value
+
+
+class Topics(_Strict):
+    """Subjects that instructors draw from; generated with the teacher when the file is missing."""
+
+    file: str | None = "topics.txt"  # relative paths are resolved against run.output_dir
+    count: int = Field(40, ge=1, le=100_000)
+    avoid: list[str] = Field(default_factory=list)
+
+
+class Novelty(_Strict):
+    """Near-duplicate rejection with sentence embeddings and sharded faiss indexes."""
+
+    model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+    threshold: float = Field(0.90, gt=0, le=1)  # cosine similarity at or above which a candidate is a near-duplicate
+    shards: int = Field(2, ge=1, le=256)
+    embedders: int = Field(1, ge=1, le=256)
+    batch_size: int = Field(64, ge=1, le=4096)
+    torch_threads: int = Field(2, ge=1, le=256)
+
+
+class Rules(_Strict):
+    """Cheap rule filters applied by every judge before any LLM judging."""
+
+    min_instruction_chars: int = Field(10, ge=0)
+    max_instruction_chars: int = Field(8000, ge=1)
+    min_response_chars: int = Field(1, ge=0)
+    max_response_chars: int = Field(20000, ge=1)
+    refusals: bool = True  # reject apologies, refusals and "as an AI" disclaimers
+    banned_words: list[str] = Field(default_factory=list)
+    banned_regexes: list[str] = Field(default_factory=list)
+
+    @field_validator("banned_regexes")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        import re
+
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
+        return patterns
+
+
+class LlmJudge(_Strict):
+    """LLM-as-judge: a template in prompts/ asks the teacher for a score from 0 to 10."""
+
+    enabled: bool = False
+    template: str = "judge"
+    threshold: float = Field(6.0, ge=0, le=10)
+    max_tokens: int = Field(256, ge=16)
+
+
+class Judge(_Strict):
+    replicas: int = Field(1, ge=1, le=256)
+    rules: Rules = Field(default_factory=Rules)
+    llm: LlmJudge = Field(default_factory=LlmJudge)
+
+
+class Queues(_Strict):
+    """Capacities (items) of the bounded queues between stages; puts block when a queue is full."""
+
+    novelty: int = Field(1024, ge=1, le=1_000_000)
+    answer: int = Field(256, ge=1, le=1_000_000)
+    judge: int = Field(1024, ge=1, le=1_000_000)
+    writer: int = Field(2048, ge=1, le=1_000_000)
+
+
+class Writer(_Strict):
+    rows_per_part: int = Field(1000, ge=1, le=10_000_000)
+    flush_interval_s: float = Field(5.0, gt=0, le=3600)
+    keep_rejects: bool = True  # write rejected candidates (with reason) to rejects.jsonl
+    exports: list[Literal["jsonl", "sharegpt", "alpaca"]] = Field(default_factory=lambda: ["jsonl"])
+
+
+class Run(_Strict):
+    output_dir: str = "out/run"
+    seed: int = 0
+    drain_timeout_s: float = Field(30.0, ge=0, le=3600)
+    display: Literal["auto", "live", "plain", "off"] = "auto"
+
+
+class Config(_Strict):
+    """The whole run. `categories` maps a registered category name to its options."""
+
+    run: Run = Field(default_factory=Run)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    topics: Topics = Field(default_factory=Topics)
+    novelty: Novelty = Field(default_factory=Novelty)
+    judge: Judge = Field(default_factory=Judge)
+    queues: Queues = Field(default_factory=Queues)
+    writer: Writer = Field(default_factory=Writer)
+    categories: dict[str, Any]
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _typed_categories(cls, raw: Any) -> dict[str, CategoryParams]:
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError("needs at least one category, e.g. `general: {count: 100}`")
+        typed: dict[str, CategoryParams] = {}
+        line_errors: list[Any] = []
+        for name, block in raw.items():
+            if isinstance(block, CategoryParams):
+                typed[name] = block
+                continue
+            params_type = get_instructor(name).Params  # KeyError lists the known categories
+            try:
+                typed[name] = params_type.model_validate(block or {})
+            except ValidationError as exc:  # keep the category name in the reported key path
+                for err in exc.errors():
+                    line_errors.append(
+                        {"type": err["type"], "loc": (name, *err["loc"]), "input": err["input"], "ctx": err.get("ctx", {})}
+                    )
+        if line_errors:
+            raise ValidationError.from_exception_data("categories", line_errors)
+        return typed
+
+    @property
+    def run_id(self) -> str:
+        """12-hex-digit hash of the effective config (output_dir and display excluded)."""
+        data = self.effective()
+        data["run"].pop("output_dir", None)
+        data["run"].pop("display", None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def effective(self) -> dict[str, Any]:
+        """The config with every default filled in, as plain data (contains no secrets)."""
+        data = self.model_dump(mode="json", exclude={"categories"})
+        data["categories"] = {k: v.model_dump(mode="json") for k, v in self.categories.items()}
+        return data
+
+    def total_target(self) -> int:
+        return sum(p.count for p in self.categories.values())
+
+
+def _key_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a key path in YAML text (1-based), for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    line, node = key_node.start_mark.line + 1, value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _format_validation(path: str, text: str, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration ({exc.error_count()} problem(s))"]
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = _key_line(text, loc)
+        where = f"{path}:{line}" if line else path
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config/reference.yaml)"
+        lines.append(f"  {where}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, path: str = "<string>", overrides: dict[str, Any] | None = None) -> Config:
+    """Parses YAML text into a `Config`; raises `ConfigError` naming the file, key and line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (run, teacher, categories, ...)")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(path, text, exc)) from None
+    except KeyError as exc:  # unknown category
+        line = _key_line(text, ("categories", exc.args[0] if exc.args else ""))
+        raise ConfigError(f"{path}:{line or '?'}: categories: {exc.args[-1]}") from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Loads and validates a config file; raises `ConfigError` with a message fit for the terminal."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    return parse_config(text, str(path), overrides)

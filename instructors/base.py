@@ -1,0 +1,144 @@
+"""The instructor plugin shape: a typed `Params` block, a template, `choose` and `parse`.
+
+A category is one module that subclasses `Instructor`, declares the variables its template uses,
+picks them in `choose`, and turns the teacher's reply into candidates in `parse`. Categories whose
+answers need a second call either rely on the default (the instruction itself is sent to the teacher,
+with the category's system prompt) or declare `response_variables` and ship
+`prompts/<category>.response.j2`. Multi-stage categories override `generate` or `respond`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+from instructflow.instructors.record import Candidate
+from instructflow.instructors.render import PromptTemplate, load_template
+from instructflow.instructors.teacher.api import Reply, Teacher
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CategoryParams(BaseModel):
+    """Options every category accepts; a category's own `Params` subclasses this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(..., ge=1, le=100_000_000, description="accepted rows to produce")
+    replicas: int = Field(1, ge=1, le=1024, description="instructor actors for this category")
+    concurrency: int = Field(4, ge=1, le=1024, description="teacher calls in flight per replica")
+    batch_size: int = Field(5, ge=1, le=100, description="items asked for in one generating call")
+    language: str = Field("English", min_length=1, description="language of prompt and answer")
+    readability: str | None = Field(None, description="e.g. 'a 12-year-old can follow it'")
+    system_prompt: str | None = Field(None, description="system prompt stored with each row")
+    temperature: float | None = Field(None, ge=0, le=2, description="overrides teacher.temperature")
+
+
+class Instructor:
+    """Base class of every category. Subclasses set the class attributes and implement
+    `choose` and `parse`; the runner calls `generate` and `respond`."""
+
+    category: ClassVar[str]
+    Params: ClassVar[type[CategoryParams]] = CategoryParams
+    variables: ClassVar[frozenset[str]] = frozenset()
+    response_variables: ClassVar[frozenset[str] | None] = None
+    default_system: ClassVar[str | None] = None
+    skip_prompt_formatting: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: CategoryParams,
+        *,
+        topics: list[str] | None = None,
+        avoid_topics: list[str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.params = params
+        self.topics = list(topics or [])
+        self.avoid_topics = list(avoid_topics or [])
+        self.rng = rng or random.Random()
+        self.template: PromptTemplate = load_template(self.category, self.variables)
+        self.response_template: PromptTemplate | None = None
+        if self.response_variables is not None:
+            self.response_template = load_template(f"{self.category}.response", self.response_variables)
+
+    # -- the verbs a category implements -------------------------------------------------------
+    def choose(self) -> dict[str, Any]:
+        """Picks the template variables for one generating call (use `self.rng`)."""
+        raise NotImplementedError
+
+    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
+        """Turns one generating reply into candidates; drops what it cannot read, never raises."""
+        raise NotImplementedError
+
+    def response_values(self, candidate: Candidate) -> dict[str, Any]:
+        """Variables for `prompts/<category>.response.j2` (only with `response_variables`)."""
+        return {"instruction": candidate.instruction}
+
+    def parse_response(self, reply: str, candidate: Candidate) -> str | None:
+        """The response text from an answer reply, or None to drop the candidate."""
+        text = reply.strip()
+        return text or None
+
+    # -- helpers for categories ----------------------------------------------------------------
+    @property
+    def system(self) -> str | None:
+        return self.params.system_prompt or self.default_system
+
+    def topic(self) -> str:
+        """A topic drawn from the topics file, or a neutral fallback when there is none."""
+        return self.rng.choice(self.topics) if self.topics else "any subject you like"
+
+    def common_values(self) -> dict[str, Any]:
+        return {
+            "language": self.params.language,
+            "readability": self.params.readability or "",
+            "avoid_topics": ", ".join(self.avoid_topics),
+        }
+
+    def candidate(self, instruction: str, response: str | None = None, **fields: Any) -> Candidate:
+        """A candidate of this category carrying the template digest and system prompt."""
+        fields.setdefault("system", self.system)
+        fields.setdefault("skip_prompt_formatting", self.skip_prompt_formatting)
+        return Candidate(
+            category=self.category,
+            instruction=instruction.strip(),
+            response=response.strip() if response is not None else None,
+            template_digest=self.template.digest,
+            **fields,
+        )
+
+    async def ask(self, teacher: Teacher, prompt: str, call: str, system: str | None = None) -> Reply:
+        """Sends one user prompt (and optional system prompt) to the teacher."""
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
+        return await teacher.chat(
+            messages, category=self.category, call=call, temperature=self.params.temperature
+        )
+
+    # -- what the runner calls -----------------------------------------------------------------
+    async def generate(self, teacher: Teacher) -> list[Candidate]:
+        """One generating call: choose variables, render, ask, parse. Usage is split over results."""
+        values = self.choose()
+        prompt = self.template.render({**self.common_values(), **values})
+        reply = await self.ask(teacher, prompt, call="generate")
+        candidates = self.parse(reply.text, values)
+        share = max(len(candidates), 1)
+        for cand in candidates:
+            cand.model = reply.model
+            cand.add_usage(reply.prompt_tokens // share, reply.completion_tokens // share, reply.tokens_estimated)
+        return candidates
+
+    async def respond(self, candidate: Candidate, teacher: Teacher) -> Candidate | None:
+        """Fills in the response of a candidate that passed the novelty check, or returns None."""
+        if self.response_template is not None:
+            values = {**self.common_values(), **self.response_values(candidate)}
+            reply = await self.ask(teacher, self.response_template.render(values), "respond", self.system)
+        else:
+            reply = await self.ask(teacher, candidate.instruction, "respond", candidate.system)
+        text = self.parse_response(reply.text, candidate)
+        candidate.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+        if not text:
+            return None
+        candidate.response = text
+        candidate.model = reply.model
+        return candidate

@@ -1,0 +1,75 @@
+"""The candidate record that flows through the pipeline, and the id and text-normalisation rules."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalize_text(text: str) -> str:
+    """Returns the form used for exact-duplicate detection: NFKC, lower case, no punctuation,
+    single spaces. Two instructions that differ only in case, spacing or punctuation collide."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
+
+
+def text_hash(text: str) -> str:
+    """16-hex-digit blake2b digest of the normalised text (the exact-duplicate key)."""
+    return hashlib.blake2b(normalize_text(text).encode(), digest_size=8).hexdigest()
+
+
+def row_id(instruction: str, system: str | None = None) -> str:
+    """Deterministic row id: the same (system, instruction) always gets the same id, so a restarted
+    run recognises rows it has already committed."""
+    key = instruction if not system else f"{system}\x1f{instruction}"
+    return text_hash(key)
+
+
+@dataclass
+class Candidate:
+    """One instruction (and, once answered, its response) on its way through the pipeline.
+
+    Instructors create candidates; the novelty stage fills `embedding` and `similarity`; judges fill
+    `verdict` and `score`; the writer turns accepted candidates into Arrow rows.
+    """
+
+    category: str
+    instruction: str
+    response: str | None = None
+    system: str | None = None
+    skip_prompt_formatting: bool = False
+    topic: str | None = None
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    template_digest: str = ""
+    similarity: float | None = None
+    verdict: str | None = None
+    score: float | None = None
+    embedding: Any = None  # numpy float32 vector, set by the novelty stage
+    tokens_estimated: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)  # instructor-private state between calls
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def id(self) -> str:
+        """The deterministic row id (see `row_id`)."""
+        return row_id(self.instruction, self.system)
+
+    @property
+    def needs_response(self) -> bool:
+        """True while the candidate still waits for its answer call."""
+        return self.response is None
+
+    def add_usage(self, prompt_tokens: int, completion_tokens: int, estimated: bool) -> None:
+        """Adds one teacher call's token usage to this candidate's account."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.tokens_estimated = self.tokens_estimated or estimated

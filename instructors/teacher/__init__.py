@@ -1,0 +1,1 @@
+"""Teacher access: OpenAI-compatible client, retries, rate limits, token accounting, stub server."""

@@ -1,0 +1,64 @@
+"""What the rest of instructflow needs from a teacher: one async chat call and a few error types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+# Sent with every request so that the stub teacher (and request logs) can tell which instructor and
+# which call a request belongs to. Real OpenAI-compatible servers ignore unknown headers.
+CATEGORY_HEADER = "X-Instructflow-Category"
+CALL_HEADER = "X-Instructflow-Call"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One completed teacher call."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    tokens_estimated: bool = False  # True when the server sent no `usage` and we counted ourselves
+    latency_s: float = 0.0
+    attempts: int = 1
+
+
+class TeacherError(Exception):
+    """Base class of every teacher failure."""
+
+
+class RequestFailed(TeacherError):
+    """This one request failed for good (retries exhausted, 400/404, unusable reply).
+
+    The run goes on; the request is counted and written to the dead-letter file with `reason`.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class FatalTeacherError(TeacherError):
+    """The run cannot go on (401/403: bad or missing key). The message names what to check."""
+
+
+class BudgetExhausted(TeacherError):
+    """The token or cost budget is spent: no new requests start; in-flight ones finish."""
+
+
+class Teacher(Protocol):
+    """The one call instructors make. Implementations retry, rate-limit and count tokens."""
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        category: str,
+        call: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Reply:
+        """Sends one chat completion request; raises a `TeacherError` subclass on failure."""
+        ...
