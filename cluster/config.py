@@ -15,7 +15,15 @@ from typing import Any, Literal
 import yaml
 from instructflow.instructors.base import CategoryParams
 from instructflow.instructors.registry import get_instructor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -185,6 +193,17 @@ class Config(_Strict):
     queues: Queues = Field(default_factory=Queues)
     writer: Writer = Field(default_factory=Writer)
     categories: dict[str, Any]
+    _source: str = PrivateAttr(default="<string>")
+
+    @property
+    def source(self) -> str:
+        """The file this config was loaded from (for messages), or "<string>"."""
+        return self._source
+
+    @property
+    def source_dir(self) -> Path:
+        """Relative paths in the config (the topics file) are resolved against this directory."""
+        return Path(self._source).resolve().parent if self._source != "<string>" else Path.cwd()
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -278,7 +297,9 @@ def parse_config(text: str, path: str = "<string>", overrides: dict[str, Any] | 
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
+        config._source = path
+        return config
     except ValidationError as exc:
         raise ConfigError(_format_validation(path, text, exc)) from None
     except KeyError as exc:  # unknown category

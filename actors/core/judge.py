@@ -1,0 +1,112 @@
+"""The judge chain: cheap rule filters first, then (optionally) an LLM-as-judge score.
+
+Rules reject refusals, apologies and AI disclaimers, lengths out of range, banned words and banned
+regular expressions. The LLM judge renders `prompts/<template>.j2`, asks the teacher for a score
+from 0 to 10, and records the verdict and score on the candidate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from instructflow.instructors.record import Candidate
+from instructflow.instructors.render import load_template
+from instructflow.instructors.teacher.api import Teacher
+
+# Openings and phrases that mark a reply the teacher declined or hedged instead of answering.
+REFUSAL_PATTERNS = [
+    r"\bas an ai\b",
+    r"\bas a(n)? (large )?language model\b",
+    r"\bi(?:'m| am) (?:sorry|afraid)\b",
+    r"\bi (?:cannot|can't|can not|won't|will not|am unable to|'m unable to) (?:help|assist|comply|provide|fulfil|fulfill|answer|do that)\b",
+    r"\bi apologi[sz]e\b",
+    r"\bmy apologies\b",
+    r"\bi do not have (?:personal|the ability|access)\b",
+    r"\bopenai\b",
+    r"\bmy (?:knowledge )?cut-?off\b",
+]
+_SCORE = re.compile(r"\bSCORE\s*[:=]\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_VERDICT = re.compile(r"\bVERDICT\s*[:=]\s*([A-Za-z_]+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: bool
+    reason: str | None = None  # why it was rejected: refusal, too_short, banned_word, low_score, ...
+
+
+class RuleFilter:
+    """The rule part of the chain; `check` returns the reject reason or None."""
+
+    def __init__(self, rules: Any) -> None:
+        self.rules = rules
+        self._refusal = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE) if rules.refusals else None
+        words = [re.escape(w) for w in rules.banned_words if w.strip()]
+        self._banned_word = re.compile(rf"\b(?:{'|'.join(words)})\b", re.IGNORECASE) if words else None
+        self._banned_regexes = [re.compile(p) for p in rules.banned_regexes]
+
+    def check(self, cand: Candidate) -> str | None:
+        r = self.rules
+        response = cand.response or ""
+        if len(cand.instruction) < r.min_instruction_chars:
+            return "instruction_too_short"
+        if len(cand.instruction) > r.max_instruction_chars:
+            return "instruction_too_long"
+        if len(response.strip()) < r.min_response_chars:
+            return "response_too_short"
+        if len(response) > r.max_response_chars:
+            return "response_too_long"
+        if self._refusal and self._refusal.search(response):
+            return "refusal"
+        text = f"{cand.instruction}\n{response}"
+        if self._banned_word and self._banned_word.search(text):
+            return "banned_word"
+        if any(p.search(text) for p in self._banned_regexes):
+            return "banned_regex"
+        return None
+
+
+def parse_judgement(reply: str) -> tuple[float | None, str | None]:
+    """(score, verdict) from a judge reply; either may be None when absent or unreadable."""
+    score_match = _SCORE.search(reply)
+    verdict_match = _VERDICT.search(reply)
+    score = float(score_match.group(1)) if score_match else None
+    if score is not None and not 0 <= score <= 10:
+        score = None
+    return score, (verdict_match.group(1).lower() if verdict_match else None)
+
+
+class JudgeChain:
+    """Rules, then the LLM judge when `llm.enabled`. One instance per judge actor."""
+
+    def __init__(self, rules: Any, llm: Any) -> None:
+        self.rules = RuleFilter(rules)
+        self.llm = llm
+        self.template = load_template(llm.template, frozenset({"category", "instruction", "response"})) if llm.enabled else None
+
+    async def judge(self, cand: Candidate, teacher: Teacher | None) -> Outcome:
+        """Fills `verdict`/`score` on the candidate and says whether it is accepted."""
+        reason = self.rules.check(cand)
+        if reason:
+            return Outcome(False, reason)
+        if self.template is None or teacher is None:
+            cand.verdict = "rules_passed"
+            return Outcome(True)
+        prompt = self.template.render(
+            {"category": cand.category, "instruction": cand.instruction, "response": cand.response or "",
+             "language": "", "readability": "", "avoid_topics": ""}
+        )
+        reply = await teacher.chat(
+            [{"role": "user", "content": prompt}], category=cand.category, call="judge",
+            max_tokens=self.llm.max_tokens, temperature=0.0,
+        )
+        cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+        score, verdict = parse_judgement(reply.text)
+        if score is None:
+            return Outcome(False, "judge_unparseable")
+        cand.score, cand.verdict = score, verdict or ("accept" if score >= self.llm.threshold else "reject")
+        if score < self.llm.threshold:
+            return Outcome(False, "low_score")
+        return Outcome(True)

@@ -1,0 +1,122 @@
+"""Near-duplicate rejection: faiss shards and the serialised admission decision.
+
+Every shard holds part of the accepted vectors; a query goes to all shards, an accepted vector is
+inserted into one. `NoveltyIndex.admit` is the one place where check-and-insert happens: it compares a
+batch against the shards *and* against the earlier members of the same batch, so two near-duplicates
+in flight at the same moment cannot both pass as long as admissions are serialised (the gate actor
+runs them one at a time).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+EXACT = "exact_duplicate"
+NEAR = "near_duplicate"
+
+
+class NoveltyShard:
+    """One exact inner-product index over unit vectors (cosine similarity)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.index = faiss.IndexFlatIP(dim)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def best(self, vectors: np.ndarray) -> np.ndarray:
+        """Highest cosine similarity of each query to this shard (-1 when the shard is empty)."""
+        if len(self) == 0 or len(vectors) == 0:
+            return np.full(len(vectors), -1.0, dtype=np.float32)
+        sims, _ = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        return sims[:, 0]
+
+    def add(self, vectors: np.ndarray) -> None:
+        if len(vectors):
+            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    similarity: float  # highest cosine similarity to anything seen before (index or same batch)
+    reason: str | None = None  # EXACT or NEAR when rejected
+
+
+def decide(
+    keys: Sequence[str],
+    vectors: np.ndarray,
+    index_best: np.ndarray,
+    seen: set[str],
+    threshold: float,
+) -> list[Decision]:
+    """Admission for one batch. Pure: `seen` is read, not changed.
+
+    A candidate is rejected when its exact-duplicate key was seen before or earlier in the batch,
+    when its best similarity to the index reaches `threshold`, or when it is that similar to an
+    earlier accepted member of the same batch.
+    """
+    decisions: list[Decision] = []
+    batch_keys: set[str] = set()
+    accepted_rows: list[int] = []
+    for row, key in enumerate(keys):
+        best = float(index_best[row])
+        if key in seen or key in batch_keys:
+            decisions.append(Decision(False, 1.0, EXACT))
+            continue
+        batch_keys.add(key)
+        if accepted_rows:
+            best = max(best, float(np.max(vectors[accepted_rows] @ vectors[row])))
+        if best >= threshold:
+            decisions.append(Decision(False, best, NEAR))
+            continue
+        accepted_rows.append(row)
+        decisions.append(Decision(True, best))
+    return decisions
+
+
+class NoveltyIndex:
+    """All shards in one process (tests, benchmarks, single-node runs) with the admission rule.
+
+    The Ray topology uses the same `decide` with shards in separate actors.
+    """
+
+    def __init__(self, dim: int, shards: int, threshold: float) -> None:
+        self.shards = [NoveltyShard(dim) for _ in range(shards)]
+        self.threshold = threshold
+        self.seen: set[str] = set()
+        self.rejects: Counter[str] = Counter()
+
+    def admit(self, keys: Sequence[str], vectors: np.ndarray) -> list[Decision]:
+        index_best = self.best(vectors)
+        decisions = decide(keys, vectors, index_best, self.seen, self.threshold)
+        self.commit(keys, vectors, decisions)
+        return decisions
+
+    def best(self, vectors: np.ndarray) -> np.ndarray:
+        best = np.full(len(vectors), -1.0, dtype=np.float32)
+        for shard in self.shards:
+            best = np.maximum(best, shard.best(vectors))
+        return best
+
+    def commit(self, keys: Sequence[str], vectors: np.ndarray, decisions: list[Decision]) -> None:
+        rows = [i for i, d in enumerate(decisions) if d.accepted]
+        for d in decisions:
+            if not d.accepted and d.reason:
+                self.rejects[d.reason] += 1
+        self.seen.update(keys[i] for i in rows)
+        if rows:
+            target = min(range(len(self.shards)), key=lambda s: len(self.shards[s]))
+            self.shards[target].add(vectors[rows])
+
+    def seed(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Loads already-committed rows (resume) without any checks, spread over the shards."""
+        self.seen.update(keys)
+        for s, part in enumerate(np.array_split(np.arange(len(keys)), len(self.shards))):
+            self.shards[s].add(vectors[part])

@@ -1,0 +1,187 @@
+"""The loop an instructor actor runs: generate under a quota, answer what the novelty stage admitted.
+
+Ray-free: the queues are injected as async callables, so tests drive it with plain `BatchQueue`s.
+Generation starts a new call only while the category's quota (set by the driver from the target,
+the committed rows and what is still in flight) is not used up by calls already running, so a
+paid teacher is not asked for much more than the target needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from instructflow.actors.core.queue import QueueClosed
+from instructflow.instructors.base import Instructor
+from instructflow.instructors.record import Candidate
+from instructflow.instructors.teacher.api import (
+    BudgetExhausted,
+    FatalTeacherError,
+    RequestFailed,
+    Teacher,
+)
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[Candidate]], Awaitable[Any]]
+Take = Callable[[int, float], Awaitable[list[Candidate]]]
+
+
+class Producer:
+    """Runs `concurrency` generating and answering loops that share `concurrency` teacher slots."""
+
+    def __init__(
+        self,
+        instructor: Instructor,
+        teacher: Teacher,
+        *,
+        emit_novelty: Emit,
+        take_answers: Take,
+        emit_judge: Emit,
+        concurrency: int,
+    ) -> None:
+        self.instructor = instructor
+        self.teacher = teacher
+        self.emit_novelty = emit_novelty
+        self.take_answers = take_answers
+        self.emit_judge = emit_judge
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()  # set whenever the quota or the calls in flight change
+        self.quota = 0  # candidates this replica may still generate; set by the driver
+        self.calls_in_flight = 0
+        self.stopping = False
+        self.generating = True
+        self.outcome: str | None = None  # "budget" or "fatal: ..." when the loops ended early
+        self.generated = 0
+        self.answered = 0
+        self.held = 0
+        self.dropped: Counter[str] = Counter()  # candidates lost after the novelty stage, by reason
+        self.failures: Counter[str] = Counter()  # failed teacher calls by reason
+        self.dead_letters: list[dict[str, Any]] = []
+
+    @property
+    def batch_size(self) -> int:
+        return self.instructor.params.batch_size
+
+    def set_quota(self, quota: int) -> None:
+        self.quota = quota
+        self._wake.set()
+
+    def stop_generating(self) -> None:
+        self.generating = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.generating = False
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs every loop until stopped, the answer queue closes, or the budget or a fatal error ends it."""
+        loops = [self._generate_loop() for _ in range(self.concurrency)]
+        loops += [self._answer_loop() for _ in range(self.concurrency)]
+        await asyncio.gather(*loops)
+
+    def _may_generate(self) -> bool:
+        return self.generating and not self.stopping and self.quota - self.calls_in_flight * self.batch_size > 0
+
+    async def _generate_loop(self) -> None:
+        while self.generating and not self.stopping:
+            if not self._may_generate():
+                self._wake.clear()
+                try:  # woken by set_quota or a finished call; the timeout re-checks `generating`
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                except TimeoutError:
+                    pass
+                continue
+            self.calls_in_flight += 1
+            try:
+                async with self.slots:
+                    cands = await self._call("generate", self.instructor.generate(self.teacher))
+            finally:
+                self.calls_in_flight -= 1
+                self._wake.set()
+            if cands is None:
+                continue
+            if not cands:
+                self.failures["unparseable"] += 1
+                continue
+            self.generated += len(cands)
+            self.quota -= len(cands)
+            try:
+                await self.emit_novelty(cands)
+            except QueueClosed:
+                return
+
+    async def _answer_loop(self) -> None:
+        while not self.stopping:
+            batch = await self.take_answers(1, 0.5)
+            if not batch:
+                if not self.generating:
+                    return
+                continue
+            cand = batch[0]
+            self.held += 1
+            try:
+                async with self.slots:
+                    answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
+                if answered is None:
+                    self.dropped["no_response"] += 1
+                    continue
+                self.answered += 1
+                await self.emit_judge([answered])
+            except QueueClosed:
+                return
+            finally:
+                self.held -= 1
+
+    async def _call(self, call: str, work: Awaitable[Any], cand: Candidate | None = None) -> Any:
+        """Awaits one instructor call; failures are counted and dead-lettered, never raised."""
+        try:
+            return await work
+        except BudgetExhausted:
+            self.outcome = self.outcome or "budget"
+            self.stop()
+        except FatalTeacherError as exc:
+            self.outcome = f"fatal: {exc}"
+            self.stop()
+        except RequestFailed as exc:
+            self.failures[exc.reason] += 1
+            self._dead_letter(call, exc.reason, exc.detail, cand)
+        except Exception as exc:  # a parser or template bug must not kill the category
+            log.exception("instructor %s failed in %s", self.instructor.category, call)
+            self.failures["instructor_error"] += 1
+            self._dead_letter(call, "instructor_error", repr(exc), cand)
+        return None
+
+    def _dead_letter(self, call: str, reason: str, detail: str, cand: Candidate | None) -> None:
+        self.dead_letters.append({
+            "category": self.instructor.category,
+            "call": call,
+            "reason": reason,
+            "detail": detail[:500],
+            "instruction": cand.instruction if cand else None,
+            "at": time.time(),
+        })
+
+    def take_dead_letters(self) -> list[dict[str, Any]]:
+        taken, self.dead_letters = self.dead_letters, []
+        return taken
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "category": self.instructor.category,
+            "generated": self.generated,
+            "answered": self.answered,
+            "held": self.held + self.calls_in_flight * self.batch_size,
+            "calls_in_flight": self.calls_in_flight,
+            "quota": self.quota,
+            "dropped": dict(self.dropped),
+            "failures": dict(self.failures),
+            "outcome": self.outcome,
+            "generating": self.generating,
+        }

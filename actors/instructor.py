@@ -1,0 +1,84 @@
+"""The instructor actor: one replica of one category, a thin shell around `core.producer.Producer`."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import ray
+from instructflow.actors import metrics
+from instructflow.actors.core.producer import Producer
+from instructflow.instructors.record import Candidate
+from instructflow.instructors.registry import get_instructor
+
+
+@ray.remote(num_cpus=0.1, max_restarts=-1)
+class InstructorActor:
+    """Generates candidates for `category` and answers the ones the novelty stage admitted.
+
+    Restarting is safe: the actor keeps no state that is not rebuilt from the config, and the driver
+    re-sends its quota on the next tick; candidates it held are accounted as dropped.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        category: str,
+        replica: int,
+        base_url: str,
+        topics: list[str],
+        queues: dict[str, Any],
+        writer: Any,
+    ) -> None:
+        from instructflow.actors.teacher import make_teacher
+
+        params = config.categories[category]
+        rng = random.Random(f"{config.run.seed}:{category}:{replica}")
+        instructor = get_instructor(category)(params, topics=topics, avoid_topics=config.topics.avoid, rng=rng)
+        self.category = category
+        self.writer = writer
+        self.teacher = make_teacher(config.teacher, base_url)
+        novelty, answers, judge = queues["novelty"], queues[f"answer:{category}"], queues["judge"]
+
+        async def emit_novelty(cands: list[Candidate]) -> None:
+            metrics.inc("candidates", len(cands), category=category, stage="parsed")
+            await novelty.put_batch.remote(cands)
+
+        async def take_answers(max_items: int, timeout: float) -> list[Candidate]:
+            return await answers.get_batch.remote(max_items, timeout)
+
+        async def emit_judge(cands: list[Candidate]) -> None:
+            await judge.put_batch.remote(cands)
+
+        self.producer = Producer(
+            instructor,
+            self.teacher,
+            emit_novelty=emit_novelty,
+            take_answers=take_answers,
+            emit_judge=emit_judge,
+            concurrency=params.concurrency,
+        )
+
+    async def run(self) -> str | None:
+        """Runs until stopped; returns why it ended early ("budget", "fatal: ...") or None."""
+        await self.producer.run()
+        self._ship_dead_letters()
+        return self.producer.outcome
+
+    def set_quota(self, quota: int) -> None:
+        self.producer.set_quota(quota)
+
+    def stop_generating(self) -> None:
+        self.producer.stop_generating()
+
+    def stop(self) -> None:
+        self.producer.stop()
+
+    def _ship_dead_letters(self) -> None:
+        letters = self.producer.take_dead_letters()
+        if letters:
+            self.writer.dead_letter.remote(letters)
+
+    def stats(self) -> dict[str, Any]:
+        self._ship_dead_letters()
+        return {**self.producer.stats(), "teacher": self.teacher.stats()}

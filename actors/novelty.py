@@ -1,0 +1,188 @@
+"""Novelty stage actors: faiss shards, the serialising gate, and the embedding workers.
+
+Workers pull candidates from the novelty queue, drop exact duplicates they have already seen, embed
+the rest in batches and ask the gate to admit them. The gate runs one admission at a time: it queries
+every shard, applies `core.novelty.decide` (which also compares members of the same batch), inserts
+the accepted vectors into the smallest shard, and only then takes the next batch. Accepted candidates
+that still need an answer go to their category's answer queue; answered ones go to the judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import ray
+from instructflow.actors import metrics
+from instructflow.actors.core.novelty import EXACT, Decision, NoveltyShard, decide
+from instructflow.actors.core.queue import QueueClosed
+from instructflow.instructors.record import Candidate
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class ShardActor:
+    """One faiss shard. A restarted shard is refilled by the gate from the committed vectors."""
+
+    def __init__(self, shard: int, dim: int) -> None:
+        self.shard = shard
+        self.index = NoveltyShard(dim)
+
+    def best(self, vectors: np.ndarray) -> np.ndarray:
+        return self.index.best(vectors)
+
+    def add(self, vectors: np.ndarray) -> int:
+        self.index.add(vectors)
+        metrics.set_gauge("novelty_vectors", len(self.index), shard=str(self.shard))
+        return len(self.index)
+
+    def size(self) -> int:
+        return len(self.index)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class GateActor:
+    """Serialised check-and-insert across all shards (race-free admission)."""
+
+    def __init__(self, shards: list[Any], threshold: float) -> None:
+        self.shards = shards
+        self.sizes = [0] * len(shards)
+        self.threshold = threshold
+        self.seen: set[str] = set()
+        self.lock = asyncio.Lock()
+
+    async def seed(self, keys: list[str], vectors: np.ndarray) -> int:
+        """Loads committed rows (resume, or a shard restart) into the shards without checks."""
+        async with self.lock:
+            self.seen.update(keys)
+            parts = np.array_split(np.arange(len(keys)), len(self.shards))
+            sizes = await asyncio.gather(*[s.add.remote(vectors[p]) for s, p in zip(self.shards, parts, strict=True)])
+            self.sizes = list(sizes)
+        return len(self.seen)
+
+    async def admit(self, keys: list[str], vectors: np.ndarray) -> list[Decision]:
+        async with self.lock:
+            bests = await asyncio.gather(*[s.best.remote(vectors) for s in self.shards])
+            index_best = np.max(np.stack(bests), axis=0) if bests else np.full(len(keys), -1.0)
+            decisions = decide(keys, vectors, index_best, self.seen, self.threshold)
+            rows = [i for i, d in enumerate(decisions) if d.accepted]
+            if rows:
+                target = int(np.argmin(self.sizes))
+                self.sizes[target] = await self.shards[target].add.remote(vectors[rows])
+                self.seen.update(keys[i] for i in rows)
+        return decisions
+
+    def stats(self) -> dict[str, Any]:
+        return {"vectors": sum(self.sizes), "shard_sizes": list(self.sizes)}
+
+
+@ray.remote(max_restarts=-1)
+class NoveltyWorker:
+    """Pulls from the novelty queue, embeds, asks the gate, and routes what it admits."""
+
+    def __init__(self, config: Any, queues: dict[str, Any], gate: Any, writer: Any) -> None:
+        from instructflow.actors.core.embedder import Embedder
+
+        self.cfg = config.novelty
+        self.keep_rejects = config.writer.keep_rejects
+        self.queues = queues
+        self.gate = gate
+        self.writer = writer
+        self.embedder = Embedder(self.cfg.model, threads=self.cfg.torch_threads)
+        self.local_seen: set[str] = set()
+        self.admitted: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # by category
+        self.reasons: Counter[str] = Counter()
+        self.held = 0  # candidates taken from the queue and not yet passed on
+        self.processed = 0
+        self.encode_s = 0.0
+        self.stopping = False
+        self.inflight = asyncio.Semaphore(2)  # overlap one batch's admission with the next encode
+
+    async def run(self) -> None:
+        """Runs until the novelty queue is closed and drained."""
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            batch: list[Candidate] = await self.queues["novelty"].get_batch.remote(self.cfg.batch_size, 0.5)
+            if not batch:
+                if self.stopping or (await self.queues["novelty"].stats.remote())["closed"]:
+                    break
+                continue
+            self.held += len(batch)
+            fresh, dupes = self._prefilter(batch)
+            await self._reject(dupes, EXACT)
+            if not fresh:
+                self.held -= len(batch)
+                continue
+            started = loop.time()
+            vectors = await asyncio.to_thread(self.embedder.encode, [c.instruction for c in fresh], self.cfg.batch_size)
+            self.encode_s += loop.time() - started
+            await self.inflight.acquire()
+            task = asyncio.create_task(self._admit_and_route(fresh, vectors))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    def _prefilter(self, batch: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+        fresh, dupes = [], []
+        for cand in batch:
+            key = cand.id
+            if key in self.local_seen:
+                dupes.append(cand)
+            else:
+                self.local_seen.add(key)
+                fresh.append(cand)
+        return fresh, dupes
+
+    async def _admit_and_route(self, batch: list[Candidate], vectors: np.ndarray) -> None:
+        try:
+            decisions = await self.gate.admit.remote([c.id for c in batch], vectors)
+            answered, unanswered, rejected = [], {}, {}
+            for cand, vector, decision in zip(batch, vectors, decisions, strict=True):
+                cand.similarity = max(decision.similarity, 0.0)
+                if not decision.accepted:
+                    rejected.setdefault(decision.reason, []).append(cand)
+                    continue
+                cand.embedding = vector
+                self.admitted[cand.category] += 1
+                metrics.inc("candidates", 1, category=cand.category, stage="novel")
+                if cand.needs_response:
+                    unanswered.setdefault(cand.category, []).append(cand)
+                else:
+                    answered.append(cand)
+            for reason, cands in rejected.items():
+                await self._reject(cands, reason)
+            for category, cands in unanswered.items():
+                await self.queues[f"answer:{category}"].put_batch.remote(cands)
+            if answered:
+                await self.queues["judge"].put_batch.remote(answered)
+            self.processed += len(batch)
+        except QueueClosed:
+            self.stopping = True
+        finally:
+            self.held -= len(batch)
+            self.inflight.release()
+
+    async def _reject(self, cands: list[Candidate], reason: str) -> None:
+        for cand in cands:
+            self.rejected[cand.category] += 1
+            self.reasons[reason] += 1
+            metrics.inc("rejects", 1, category=cand.category, stage="novelty", reason=reason)
+        if cands and self.keep_rejects:
+            self.writer.reject.remote([(c, reason) for c in cands])
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "held": self.held,
+            "admitted": dict(self.admitted),
+            "rejected": dict(self.rejected),
+            "reasons": dict(self.reasons),
+            "encode_s": round(self.encode_s, 3),
+        }

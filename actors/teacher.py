@@ -1,0 +1,27 @@
+"""Builds the teacher client used inside actors: one cluster-wide limiter per (base_url, model),
+and request events exported as metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from instructflow.actors import metrics
+from instructflow.actors.limiter import RemoteLimiter, teacher_gate
+from instructflow.instructors.teacher.client import TeacherClient
+
+
+def _observe(event: dict[str, Any]) -> None:
+    labels = {"category": event.get("category", ""), "model": event.get("model", "")}
+    metrics.inc("requests", 1, status_class=event.get("status_class", "error"), **labels)
+    if event.get("latency_s") is not None:
+        metrics.observe("request_latency_seconds", event["latency_s"], model=labels["model"])
+    if event.get("prompt_tokens"):
+        metrics.inc("prompt_tokens", event["prompt_tokens"], **labels)
+    if event.get("completion_tokens"):
+        metrics.inc("completion_tokens", event["completion_tokens"], **labels)
+
+
+def make_teacher(teacher_config: Any, base_url: str) -> TeacherClient:
+    """A TeacherClient sharing the cluster-wide rate limiter and budget for its endpoint."""
+    gate = teacher_gate(base_url, teacher_config.model, teacher_config.limits, teacher_config.budget)
+    return TeacherClient(teacher_config, RemoteLimiter(gate), base_url=base_url, observer=_observe)

@@ -1,0 +1,110 @@
+"""Ray-free bookkeeping for the driver: per-category progress from the actors' stats, and the
+generation quotas that keep a paid teacher from being asked for much more than the targets need."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Progress:
+    """One snapshot of the whole pipeline, summed over actors."""
+
+    targets: dict[str, int]
+    accepted: Counter[str] = field(default_factory=Counter)  # committed + pending in the writer
+    committed: Counter[str] = field(default_factory=Counter)
+    generated: Counter[str] = field(default_factory=Counter)
+    resolved: Counter[str] = field(default_factory=Counter)  # finally rejected, dropped or accepted
+    rejects: Counter[str] = field(default_factory=Counter)  # by reason, every stage
+    failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    held: int = 0  # items inside actors between a queue get and the next put
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    outcomes: list[str] = field(default_factory=list)  # why instructors ended early
+    vectors: int = 0
+
+    @property
+    def pipeline_items(self) -> int:
+        """An upper bound on the candidates anywhere between generation and the writer."""
+        return sum(self.queue_depths.values()) + self.held
+
+    def in_flight(self, category: str) -> int:
+        raw = self.generated[category] - self.resolved[category]
+        return max(0, min(raw, self.pipeline_items))
+
+    def yield_rate(self, category: str) -> float:
+        """Share of generated candidates that end up accepted (smoothed, 0.05..1)."""
+        rate = (self.accepted[category] + 1) / (self.resolved[category] + 1)
+        return min(1.0, max(0.05, rate))
+
+    def done(self, category: str) -> bool:
+        return self.committed[category] >= self.targets[category]
+
+    def all_done(self) -> bool:
+        return all(self.done(c) for c in self.targets)
+
+
+def quotas(progress: Progress, replicas: dict[str, int]) -> dict[str, int]:
+    """Candidates each replica of a category may still generate.
+
+    What is in flight will yield about `in_flight * yield` accepted rows; the rest of the target is
+    divided by the observed yield so that losses to duplicates and judges are made up in one round.
+    """
+    result = {}
+    for category, target in progress.targets.items():
+        rate = progress.yield_rate(category)
+        expected = progress.accepted[category] + progress.in_flight(category) * rate
+        missing = max(0.0, target - expected)
+        per_replica = math.ceil(missing / rate / max(1, replicas.get(category, 1)))
+        result[category] = per_replica
+    return result
+
+
+def collect(
+    targets: dict[str, int],
+    writer: dict[str, Any],
+    instructors: list[dict[str, Any]],
+    workers: list[dict[str, Any]],
+    judges: list[dict[str, Any]],
+    queues: list[dict[str, Any]],
+) -> Progress:
+    """Sums the stats dictionaries the actors return into one `Progress`."""
+    p = Progress(targets=dict(targets))
+    p.accepted.update(writer.get("accepted", {}))
+    p.committed.update(writer.get("committed", {}))
+    p.resolved.update(writer.get("accepted", {}))
+    p.resolved.update(writer.get("skipped_by_category", {}))
+    p.rejects.update({f"writer:{k}": v for k, v in writer.get("skipped", {}).items()})
+    for s in instructors:
+        cat = s["category"]
+        p.generated[cat] += s["generated"]
+        p.resolved[cat] += sum(s["dropped"].values())
+        p.rejects.update({f"answer:{k}": v for k, v in s["dropped"].items()})
+        p.failures.update(s["failures"])
+        p.held += s["held"]
+        teacher = s.get("teacher") or {}
+        p.prompt_tokens += teacher.get("prompt_tokens", 0)
+        p.completion_tokens += teacher.get("completion_tokens", 0)
+        if s.get("outcome"):
+            p.outcomes.append(s["outcome"])
+    for s in workers:
+        p.resolved.update(s["rejected"])
+        p.rejects.update({f"novelty:{k}": v for k, v in s["reasons"].items()})
+        p.held += s["held"]
+    for s in judges:
+        p.resolved.update(s["rejected"])
+        p.rejects.update({f"judge:{k}": v for k, v in s["reasons"].items()})
+        p.held += s["held"]
+        teacher = s.get("teacher") or {}
+        p.prompt_tokens += teacher.get("prompt_tokens", 0)
+        p.completion_tokens += teacher.get("completion_tokens", 0)
+        if s.get("fatal"):
+            p.outcomes.append(f"fatal: {s['fatal']}")
+    for q in queues:
+        p.queue_depths[q["name"]] = q["depth"]
+    p.held += writer.get("held", 0)
+    return p

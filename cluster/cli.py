@@ -1,0 +1,135 @@
+"""The `instructflow` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import yaml
+from instructflow.config import CONFIG_DIR
+
+EXIT_CONFIG = 2
+EXIT_RUN = 1
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE (e.g. run.output_dir=out/x), got {pair!r}")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from instructflow.cluster.config import load_config
+    from instructflow.cluster.driver import run
+
+    config = load_config(args.config, _overrides(args.set))
+    if args.display:
+        config.run.display = args.display
+    progress = run(config, args.address, allow_config_change=args.allow_config_change)
+    short = [c for c in progress.targets if not progress.done(c)]
+    if short:
+        print(f"instructflow: ended before every target was met: {', '.join(short)}", file=sys.stderr)
+        return EXIT_RUN
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from instructflow.cluster.config import load_config
+    from instructflow.cluster.driver import preflight
+
+    config = load_config(args.config, _overrides(args.set))
+    preflight(config)
+    print(f"{args.config}: OK (run id {config.run_id}, {config.total_target()} rows in {len(config.categories)} categories)")
+    return 0
+
+
+def cmd_serve_teacher(args: argparse.Namespace) -> int:
+    from instructflow.actors.teacher_serve import serve_forever
+    from instructflow.cluster.config import Embedded
+
+    serve_forever(Embedded(port=args.port, parallel=args.parallel, threads=args.threads))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from instructflow.actors.core.exports import export_dataset
+
+    for path in export_dataset(args.output_dir, args.format):
+        print(path)
+    return 0
+
+
+def cmd_categories(args: argparse.Namespace) -> int:
+    from instructflow.instructors.registry import categories, get_instructor
+
+    for name in categories():
+        doc = (get_instructor(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:28} {doc}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="instructflow", description="Synthetic instruction data on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="run a generation job")
+    g.add_argument("--config", default=str(CONFIG_DIR / "quickstart.yaml"), help="YAML run config")
+    g.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    g.add_argument("--display", choices=["auto", "live", "plain", "off"], default=None)
+    g.add_argument(
+        "--allow-config-change", action="store_true",
+        help="add rows to an output directory made with a different config",
+    )
+    g.set_defaults(func=cmd_generate)
+
+    v = sub.add_parser("validate", help="check a config and its templates without starting anything")
+    v.add_argument("--config", default=str(CONFIG_DIR / "quickstart.yaml"))
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("serve-teacher", help="serve the embedded teacher model on 127.0.0.1")
+    s.add_argument("--port", type=int, default=8011)
+    s.add_argument("--parallel", type=int, default=2)
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=cmd_serve_teacher)
+
+    e = sub.add_parser("export", help="write ShareGPT/Alpaca/JSONL exports of a finished run")
+    e.add_argument("output_dir")
+    e.add_argument("--format", action="append", choices=["jsonl", "sharegpt", "alpaca"], default=None)
+    e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("categories", help="list the instructor categories")
+    c.set_defaults(func=cmd_categories)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from instructflow.cluster.config import ConfigError
+    from instructflow.cluster.driver import RunError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    if getattr(args, "format", None) is None and args.command == "export":
+        args.format = ["jsonl", "sharegpt", "alpaca"]
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"instructflow: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RunError as exc:
+        print(f"instructflow: run stopped: {exc}", file=sys.stderr)
+        return EXIT_RUN
+    except KeyboardInterrupt:
+        print("instructflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What the user sees while a run goes: a live table on a terminal, periodic lines in logs
+(`ray job logs`, CI), and a summary table at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from instructflow.cluster.accounting import Progress
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:.1f}" if seconds > 0 else "-"
+
+
+class Display:
+    """`mode`: auto (live on a terminal, plain otherwise), live, plain, or off."""
+
+    def __init__(self, config: Any, mode: str = "auto", console: Console | None = None) -> None:
+        self.console = console or Console(stderr=False)
+        if mode == "auto":
+            mode = "live" if sys.stdout.isatty() else "plain"
+        self.mode = mode
+        self.config = config
+        self.started = time.monotonic()
+        self.last_plain = 0.0
+        self.live: Live | None = None
+        self.first_committed: dict[str, int] | None = None
+
+    def note(self, message: str) -> None:
+        if self.mode != "off":
+            self.console.print(f"[bold]instructflow[/bold] {message}")
+
+    def update(self, progress: Progress) -> None:
+        if self.first_committed is None:
+            self.first_committed = dict(progress.committed)  # rows from an earlier run (resume)
+        if self.mode == "live":
+            if self.live is None:
+                self.live = Live(self.render(progress), console=self.console, refresh_per_second=4)
+                self.live.start()
+            else:
+                self.live.update(self.render(progress))
+        elif self.mode == "plain" and time.monotonic() - self.last_plain >= 5:
+            self.last_plain = time.monotonic()
+            self.console.print(self.line(progress), highlight=False)
+
+    def line(self, p: Progress) -> str:
+        elapsed = time.monotonic() - self.started
+        cats = " ".join(f"{c}={p.committed[c]}/{t}" for c, t in p.targets.items())
+        return (
+            f"[{elapsed:6.0f}s] {cats} | rows/s {_rate(self._new_rows(p), elapsed)} | "
+            f"tokens {p.prompt_tokens}+{p.completion_tokens} | rejects {sum(p.rejects.values())} | "
+            f"queued {sum(p.queue_depths.values())}"
+        )
+
+    def _new_rows(self, p: Progress) -> int:
+        base = self.first_committed or {}
+        return sum(p.accepted[c] - base.get(c, 0) for c in p.targets)
+
+    def render(self, p: Progress, title: str = "instructflow") -> Group:
+        elapsed = time.monotonic() - self.started
+        table = Table(title=f"{title} · run {self.config.run_id} · {elapsed:.0f}s", expand=False)
+        for column in ("category", "committed", "accepted", "target", "generated", "rows/s"):
+            table.add_column(column, justify="right" if column != "category" else "left")
+        for cat, target in p.targets.items():
+            base = (self.first_committed or {}).get(cat, 0)
+            table.add_row(
+                cat, str(p.committed[cat]), str(p.accepted[cat]), str(target), str(p.generated[cat]),
+                _rate(p.accepted[cat] - base, elapsed),
+            )
+        stats = Table.grid(padding=(0, 2))
+        stats.add_row("tokens", f"prompt {p.prompt_tokens:,}  completion {p.completion_tokens:,}")
+        stats.add_row("rows/s", _rate(self._new_rows(p), elapsed))
+        stats.add_row("queues", "  ".join(f"{k} {v}" for k, v in p.queue_depths.items()))
+        stats.add_row("index", f"{p.vectors:,} vectors")
+        if p.rejects:
+            stats.add_row("rejects", "  ".join(f"{k} {v}" for k, v in sorted(p.rejects.items())))
+        if p.failures:
+            stats.add_row("failed calls", "  ".join(f"{k} {v}" for k, v in sorted(p.failures.items())))
+        return Group(table, stats)
+
+    def finish(self, p: Progress, reason: str) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        if self.mode == "off":
+            return
+        self.console.print(self.render(p, title=f"summary ({reason})"))

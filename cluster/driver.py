@@ -1,0 +1,296 @@
+"""The driver: validates a run, starts or joins Ray, builds the actor topology, steers it, drains it.
+
+    instructors --novelty q--> novelty workers --(gate + shards)--> answer q (per category) --> instructors
+                                                 \\--> judge q --> judges --> writer q --> writer
+
+Every arrow is a bounded `QueueActor`; puts block when a queue is full, so a slow stage slows the
+ones before it instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from instructflow.cluster.accounting import Progress, collect, quotas
+from instructflow.cluster.config import Config, ConfigError
+from instructflow.cluster.display import Display
+from instructflow.cluster.output import OutputDir
+
+log = logging.getLogger(__name__)
+NAMESPACE = "instructflow"
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or had to stop; the message says why and what to do."""
+
+
+@dataclass
+class Topology:
+    queues: dict[str, Any]
+    gate: Any
+    shards: list[Any]
+    workers: list[Any]
+    judges: list[Any]
+    writer: Any
+    instructors: dict[str, list[Any]]
+    loops: dict[Any, str] = field(default_factory=dict)  # running loop's ObjectRef -> actor name
+
+    def all_instructors(self) -> list[Any]:
+        return [a for replicas in self.instructors.values() for a in replicas]
+
+
+def preflight(config: Config) -> None:
+    """Everything that can be checked before Ray starts or a request is paid for."""
+    from instructflow.actors.core.judge import JudgeChain
+    from instructflow.instructors.registry import get_instructor
+
+    for name, params in config.categories.items():
+        get_instructor(name)(params)  # loads and checks its templates
+    JudgeChain(config.judge.rules, config.judge.llm)
+    teacher = config.teacher
+    if teacher.kind == "openai" and teacher.api_key_env and not os.environ.get(teacher.api_key_env):
+        raise ConfigError(
+            f"teacher.api_key_env: the environment variable {teacher.api_key_env} is not set; "
+            "export it with your API key (or set teacher.api_key_env: null for servers without keys)"
+        )
+
+
+def start_ray(address: str | None) -> bool:
+    """Starts a local Ray or joins `address`; returns True when this process started it."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return False
+    started_here = address is None and not os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, logging_level=logging.WARNING)
+    return started_here
+
+
+def teacher_url(config: Config) -> str:
+    if config.teacher.kind == "embedded":
+        from instructflow.actors.teacher_serve import start_embedded_teacher
+
+        return start_embedded_teacher(config.teacher.embedded)
+    return config.teacher.base_url
+
+
+def load_topics(config: Config, base_url: str) -> list[str]:
+    if not config.topics.file:
+        return []
+    from instructflow.actors.teacher import make_teacher
+    from instructflow.instructors.teacher.topics import load_or_generate_topics
+
+    path = Path(config.topics.file)
+    if not path.is_absolute():
+        path = config.source_dir / path
+    teacher = make_teacher(config.teacher, base_url)
+    return asyncio.run(load_or_generate_topics(path, teacher, config.topics.count, config.topics.avoid))
+
+
+def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> Topology:
+    """Creates every actor; nothing runs until `start`."""
+    from instructflow.actors.instructor import InstructorActor
+    from instructflow.actors.judge import JudgeActor
+    from instructflow.actors.novelty import GateActor, NoveltyWorker, ShardActor
+    from instructflow.actors.queue import QueueActor
+    from instructflow.actors.writer import WriterActor
+
+    q = config.queues
+    queues = {
+        "novelty": QueueActor.remote("novelty", q.novelty),
+        "judge": QueueActor.remote("judge", q.judge),
+        "writer": QueueActor.remote("writer", q.writer),
+    }
+    for name in config.categories:
+        queues[f"answer:{name}"] = QueueActor.remote(f"answer:{name}", q.answer)
+    writer = WriterActor.remote(
+        out.uri,
+        targets={n: p.count for n, p in config.categories.items()},
+        rows_per_part=config.writer.rows_per_part,
+        flush_interval_s=config.writer.flush_interval_s,
+        run_id=config.run_id,
+        keep_rejects=config.writer.keep_rejects,
+        exports=list(config.writer.exports),
+    )
+    shards = [ShardActor.remote(i, 384) for i in range(config.novelty.shards)]
+    gate = GateActor.remote(shards, config.novelty.threshold)
+    cpus = min(float(config.novelty.torch_threads), 1.0)
+    workers = [
+        NoveltyWorker.options(num_cpus=cpus).remote(config, queues, gate, writer)
+        for _ in range(config.novelty.embedders)
+    ]
+    judges = [JudgeActor.remote(config, base_url, queues, writer) for _ in range(config.judge.replicas)]
+    instructors = {
+        name: [
+            InstructorActor.remote(config, name, r, base_url, topics, queues, writer)
+            for r in range(params.replicas)
+        ]
+        for name, params in config.categories.items()
+    }
+    return Topology(queues, gate, shards, workers, judges, writer, instructors)
+
+
+def resume_index(topo: Topology) -> int:
+    """Seeds the novelty index with the committed rows' stored vectors (no re-encoding)."""
+    import ray
+
+    ids, vectors = ray.get(topo.writer.committed_vectors.remote())
+    if len(ids):
+        ray.get(topo.gate.seed.remote(list(ids), vectors))
+    return len(ids)
+
+
+def start(topo: Topology) -> None:
+    loops = {f"novelty worker {i}": w.run.remote() for i, w in enumerate(topo.workers)}
+    loops.update({f"judge {i}": j.run.remote() for i, j in enumerate(topo.judges)})
+    loops["writer"] = topo.writer.pump.remote(topo.queues["writer"])
+    for name, actors in topo.instructors.items():
+        loops.update({f"instructor {name}/{r}": a.run.remote() for r, a in enumerate(actors)})
+    topo.loops = {ref: name for name, ref in loops.items()}
+
+
+def finished_loops(topo: Topology, timeout: float) -> tuple[list[str], str | None]:
+    """Names of loops that have ended, and the first failure among them (as a message)."""
+    import ray
+
+    refs = list(topo.loops)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    names, failure = [], None
+    for ref in ready:
+        names.append(topo.loops[ref])
+        try:
+            ray.get(ref)
+        except Exception as exc:  # the stage's own error, e.g. the writer's OutputError
+            failure = failure or f"{topo.loops[ref]} failed: {getattr(exc, 'cause', None) or exc}"
+    return names, failure
+
+
+def snapshot(config: Config, topo: Topology, timeout: float = 10.0) -> Progress:
+    import ray
+
+    refs = {
+        "writer": topo.writer.stats.remote(),
+        "instructors": [a.stats.remote() for a in topo.all_instructors()],
+        "workers": [w.stats.remote() for w in topo.workers],
+        "judges": [j.stats.remote() for j in topo.judges],
+        "queues": [qa.stats.remote() for qa in topo.queues.values()],
+        "gate": topo.gate.stats.remote(),
+    }
+    got = {k: ray.get(v, timeout=timeout) for k, v in refs.items()}
+    progress = collect(
+        {n: p.count for n, p in config.categories.items()},
+        got["writer"], got["instructors"], got["workers"], got["judges"], got["queues"],
+    )
+    progress.vectors = got["gate"]["vectors"]
+    return progress
+
+
+class _Signals:
+    """First Ctrl-C/SIGTERM asks for a drain; a second one asks to stop at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+
+def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -> tuple[Progress, str]:
+    """Runs the control loop until every target is met, producers end, or a signal arrives."""
+    replicas = {n: p.replicas for n, p in config.categories.items()}
+    stopped: set[str] = set()
+    while True:
+        progress = snapshot(config, topo)
+        display.update(progress)
+        fatal = next((o for o in progress.outcomes if o.startswith("fatal")), None)
+        if fatal:
+            return progress, fatal
+        if progress.all_done():
+            return progress, "complete"
+        if signals.count:
+            return progress, "interrupted"
+        for name, quota in quotas(progress, replicas).items():
+            actors = topo.instructors[name]
+            if progress.done(name) and name not in stopped:
+                stopped.add(name)
+                for a in actors:
+                    a.stop.remote()
+            elif name not in stopped:
+                for a in actors:
+                    a.set_quota.remote(quota)
+        if "budget" in progress.outcomes and progress.pipeline_items == 0:
+            return progress, "budget exhausted"
+        ended, failure = finished_loops(topo, timeout=0.5)
+        if failure:
+            return progress, f"fatal: {failure}"
+        if sum(name.startswith("instructor") for name in ended) == len(topo.all_instructors()):
+            return progress, "producers finished"
+
+
+def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> None:
+    """Stops producers, lets in-flight work reach the writer (bounded), then commits and closes."""
+    import ray
+
+    for a in topo.all_instructors():
+        a.stop_generating.remote()
+    deadline = time.monotonic() + config.run.drain_timeout_s
+    if reason in ("interrupted", "budget exhausted"):
+        # Let what is already paid for reach the writer, unless asked twice or out of time.
+        while time.monotonic() < deadline and signals.count < 2:
+            if snapshot(config, topo).pipeline_items == 0:
+                break
+            time.sleep(0.2)
+    for a in topo.all_instructors():
+        a.stop.remote()
+    for name in ["novelty", *[k for k in topo.queues if k.startswith("answer:")], "judge", "writer"]:
+        ray.get(topo.queues[name].close.remote())
+    remaining = max(5.0, deadline - time.monotonic())
+    finished_loops(topo, timeout=remaining)
+    ray.get(topo.writer.close.remote())
+
+
+def run(config: Config, address: str | None = None, *, allow_config_change: bool = False) -> Progress:
+    """Runs one generation job to completion (or drain) and returns the final progress."""
+    import ray
+
+    preflight(config)
+    out = OutputDir.open(config, allow_config_change=allow_config_change)
+    started_here = start_ray(address)
+    display = Display(config, mode=config.run.display)
+    try:
+        base_url = teacher_url(config)
+        topics = load_topics(config, base_url)
+        topo = build(config, base_url, topics, out)
+        resumed = resume_index(topo)
+        display.note(f"run {config.run_id} -> {out.uri}" + (f" (resuming: {resumed} rows committed)" if resumed else ""))
+        start(topo)
+        with _Signals() as signals:
+            progress, reason = steer(config, topo, display, signals)
+            display.note(f"stopping: {reason}")
+            drain(config, topo, signals, reason)
+        final = snapshot(config, topo)
+        display.finish(final, reason)
+        if reason.startswith("fatal"):
+            raise RunError(reason.removeprefix("fatal: "))
+        return final
+    finally:
+        if started_here:
+            ray.shutdown()

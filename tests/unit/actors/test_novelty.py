@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+from instructflow.actors.core.novelty import EXACT, NEAR, NoveltyIndex, NoveltyShard, decide
+
+
+def unit(*rows):
+    a = np.asarray(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_shard_reports_best_cosine_and_empty_shard():
+    shard = NoveltyShard(2)
+    assert shard.best(unit([1, 0])).tolist() == [-1.0]
+    shard.add(unit([1, 0], [0, 1]))
+    best = shard.best(unit([1, 1], [1, 0]))
+    assert best == pytest.approx([np.sqrt(0.5), 1.0], abs=1e-6)
+    assert len(shard) == 2
+
+
+def test_decide_rejects_exact_keys_seen_before_and_within_batch():
+    vecs = unit([1, 0], [0, 1], [1, 1])
+    out = decide(["a", "b", "b"], vecs, np.full(3, -1.0), seen={"a"}, threshold=0.99)
+    assert [(d.accepted, d.reason) for d in out] == [(False, EXACT), (True, None), (False, EXACT)]
+
+
+def test_decide_compares_members_of_the_same_batch():
+    vecs = unit([1, 0], [1, 0.01], [0, 1])
+    out = decide(["x", "y", "z"], vecs, np.full(3, -1.0), seen=set(), threshold=0.9)
+    assert [d.accepted for d in out] == [True, False, True]
+    assert out[1].reason == NEAR and out[1].similarity > 0.99
+
+
+def test_decide_ignores_rejected_batch_members_as_neighbours():
+    # y is rejected by the index; z is close to y only, so z must still pass.
+    vecs = unit([0, 1], [1, 0], [1, 0.3])
+    out = decide(["x", "y", "z"], vecs, np.array([-1.0, 0.95, 0.2]), seen=set(), threshold=0.9)
+    assert [d.accepted for d in out] == [True, False, True]
+
+
+def test_index_never_admits_two_near_duplicates_across_batches_and_shards():
+    rng = np.random.default_rng(0)
+    index = NoveltyIndex(dim=16, shards=3, threshold=0.95)
+    base = rng.normal(size=(50, 16)).astype(np.float32)
+    noisy = base + rng.normal(scale=0.01, size=base.shape).astype(np.float32)
+    vecs = np.concatenate([base, noisy])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    keys = [f"k{i}" for i in range(100)]
+    accepted = []
+    for start in range(0, 100, 7):
+        decisions = index.admit(keys[start : start + 7], vecs[start : start + 7])
+        accepted += [start + i for i, d in enumerate(decisions) if d.accepted]
+    kept = vecs[accepted]
+    sims = kept @ kept.T
+    np.fill_diagonal(sims, -1)
+    assert sims.max() < 0.95
+    assert len(accepted) == 50
+    assert sum(len(s) for s in index.shards) == 50
+    assert max(len(s) for s in index.shards) - min(len(s) for s in index.shards) <= 7
+    assert index.rejects[NEAR] == 50
+
+
+def test_seed_loads_committed_rows_without_checks():
+    index = NoveltyIndex(dim=2, shards=2, threshold=0.9)
+    index.seed(["a", "b", "c"], unit([1, 0], [0, 1], [1, 1]))
+    out = index.admit(["a", "d"], unit([0.5, 0.5], [1, 0.02]))
+    assert [d.reason for d in out] == [EXACT, NEAR]

@@ -1,0 +1,105 @@
+"""The instructor loop, driven without Ray: plain BatchQueues and a scripted in-process teacher
+(the unit under test is the quota and routing logic, not the HTTP client)."""
+
+import asyncio
+from pathlib import Path
+
+from instructflow.actors.core.producer import Producer
+from instructflow.actors.core.queue import BatchQueue
+from instructflow.instructors.registry import get_instructor
+from instructflow.instructors.teacher.api import (
+    BudgetExhausted,
+    FatalTeacherError,
+    Reply,
+    RequestFailed,
+)
+
+PROMPTS = Path(__file__).resolve().parents[3] / "prompts"
+
+
+class ScriptedTeacher:
+    def __init__(self, fail_respond=0, raise_on_generate=None):
+        self.calls = {"generate": 0, "respond": 0}
+        self.fail_respond = fail_respond
+        self.raise_on_generate = raise_on_generate
+
+    async def chat(self, messages, *, category, call, max_tokens=None, temperature=None):
+        self.calls[call] += 1
+        await asyncio.sleep(0)
+        if call == "generate":
+            if self.raise_on_generate:
+                raise self.raise_on_generate
+            n = self.calls[call]
+            items = "\n".join(f"{i}. Describe item number {n}-{i} of the catalogue in detail." for i in range(1, 6))
+            return Reply(items, 50, 100, "m")
+        if self.fail_respond:
+            self.fail_respond -= 1
+            raise RequestFailed("server_error", "503 after retries")
+        return Reply("A detailed answer.", 20, 30, "m")
+
+
+def make(teacher, quota, concurrency=2):
+    general = get_instructor("general")
+    instr = general(general.Params(count=10, batch_size=5), topics=["ships"])
+    novelty, answers, judged = BatchQueue(1000), BatchQueue(1000), BatchQueue(1000)
+    producer = Producer(
+        instr, teacher,
+        emit_novelty=novelty.put_batch, take_answers=answers.get_batch, emit_judge=judged.put_batch,
+        concurrency=concurrency,
+    )
+    producer.set_quota(quota)
+    return producer, novelty, answers, judged
+
+
+def test_generation_stops_at_quota_and_resumes_when_raised():
+    async def main():
+        teacher = ScriptedTeacher()
+        producer, novelty, answers, judged = make(teacher, quota=12)
+        task = asyncio.create_task(producer.run())
+        for _ in range(200):
+            await asyncio.sleep(0)
+        first = teacher.calls["generate"]
+        producer.set_quota(5)
+        for _ in range(200):
+            await asyncio.sleep(0)
+        second = teacher.calls["generate"]
+        producer.stop()
+        await task
+        return first, second, producer.generated, len(novelty)
+
+    first, second, generated, queued = asyncio.run(main())
+    assert first == 3  # 12 candidates need ceil(12/5) calls; no more are started
+    assert second == 4
+    assert generated == queued == 20
+
+
+def test_admitted_candidates_are_answered_and_forwarded():
+    async def main():
+        teacher = ScriptedTeacher(fail_respond=1)
+        producer, novelty, answers, judged = make(teacher, quota=5)
+        task = asyncio.create_task(producer.run())
+        cands = await novelty.get_batch(5, 2)
+        await answers.put_batch(cands)
+        while producer.answered + sum(producer.dropped.values()) < 5:
+            await asyncio.sleep(0.01)
+        producer.stop()
+        await task
+        return producer, await judged.get_batch(10, 0)
+
+    producer, out = asyncio.run(main())
+    assert len(out) == 4 and all(c.response == "A detailed answer." for c in out)
+    assert producer.dropped["no_response"] == 1
+    assert producer.failures["server_error"] == 1
+    letters = producer.take_dead_letters()
+    assert letters[0]["reason"] == "server_error" and letters[0]["call"] == "respond"
+    assert out[0].prompt_tokens == 10 + 20  # share of the generating call plus the answer call
+
+
+def test_budget_and_fatal_errors_end_the_loops_with_an_outcome():
+    for error, outcome in [(BudgetExhausted("spent"), "budget"), (FatalTeacherError("401: check KEY"), "fatal: 401: check KEY")]:
+        async def main(error=error):
+            producer, *_ = make(ScriptedTeacher(raise_on_generate=error), quota=100)
+            await asyncio.wait_for(producer.run(), 5)
+            return producer.outcome
+
+        assert asyncio.run(main()) == outcome
