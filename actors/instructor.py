@@ -12,7 +12,7 @@ from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import get_instructor
 
 
-@ray.remote(num_cpus=0.1, max_restarts=-1)
+@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1)
 class InstructorActor:
     """Generates candidates for `category` and answers the ones the novelty stage admitted.
 

@@ -14,7 +14,7 @@ from instructflow.instructors.record import Candidate
 from instructflow.instructors.teacher.api import FatalTeacherError, TeacherError
 
 
-@ray.remote(num_cpus=0.1, max_restarts=-1)
+@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1)
 class JudgeActor:
     """One member of the judge pool; LLM judging runs several candidates concurrently."""
 

@@ -10,74 +10,103 @@ that still need an answer go to their category's answer queue; answered ones go 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import ray
 from instructflow.actors import metrics
-from instructflow.actors.core.novelty import EXACT, Decision, NoveltyShard, decide
+from instructflow.actors.core.novelty import EXACT, Decision, NoveltyShard, ShardLedger, decide
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.record import Candidate
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ShardActor:
-    """One faiss shard. A restarted shard is refilled by the gate from the committed vectors."""
+    """One faiss shard. A restarted shard comes back empty with a new `generation`; the gate
+    notices and refills it from its ledger."""
 
     def __init__(self, shard: int, dim: int) -> None:
         self.shard = shard
         self.index = NoveltyShard(dim)
+        self.generation = uuid.uuid4().hex
 
-    def best(self, vectors: np.ndarray) -> np.ndarray:
-        return self.index.best(vectors)
+    def best(self, vectors: np.ndarray) -> tuple[str, np.ndarray]:
+        return self.generation, self.index.best(vectors)
 
-    def add(self, vectors: np.ndarray) -> int:
+    def add(self, vectors: np.ndarray) -> tuple[str, int]:
         self.index.add(vectors)
         metrics.set_gauge("novelty_vectors", len(self.index), shard=str(self.shard))
-        return len(self.index)
+        return self.generation, len(self.index)
 
-    def size(self) -> int:
-        return len(self.index)
+    def reset(self, vectors: np.ndarray) -> tuple[str, int]:
+        """Replaces the contents (refill after a restart)."""
+        self.index = NoveltyShard(self.index.dim)
+        return self.add(vectors)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class GateActor:
-    """Serialised check-and-insert across all shards (race-free admission)."""
+    """Serialised check-and-insert across all shards (race-free admission).
 
-    def __init__(self, shards: list[Any], threshold: float) -> None:
+    A restarted gate rebuilds its ledger from the committed rows (the driver re-seeds it); rows that
+    were admitted but not yet committed when it died are forgotten, which can only let a later
+    candidate in that resembles a row that was never written.
+    """
+
+    def __init__(self, shards: list[Any], threshold: float, dim: int = 384) -> None:
         self.shards = shards
-        self.sizes = [0] * len(shards)
         self.threshold = threshold
-        self.seen: set[str] = set()
+        self.dim = dim
+        self.ledger = ShardLedger(len(shards))
         self.lock = asyncio.Lock()
+        self.refills = 0
 
     async def seed(self, keys: list[str], vectors: np.ndarray) -> int:
-        """Loads committed rows (resume, or a shard restart) into the shards without checks."""
+        """Loads committed rows (resume) into the shards without checks."""
         async with self.lock:
-            self.seen.update(keys)
-            parts = np.array_split(np.arange(len(keys)), len(self.shards))
-            sizes = await asyncio.gather(*[s.add.remote(vectors[p]) for s, p in zip(self.shards, parts, strict=True)])
-            self.sizes = list(sizes)
-        return len(self.seen)
+            for s, part in enumerate(np.array_split(np.arange(len(keys)), len(self.shards))):
+                self.ledger.record(s, [keys[i] for i in part], vectors[part])
+                await self._refill(s)
+        return len(self.ledger.seen)
+
+    async def _refill(self, s: int) -> None:
+        _, vectors = self.ledger.contents(s, self.dim)
+        self.ledger.generations[s], _ = await self.shards[s].reset.remote(vectors)
+
+    async def _best(self, vectors: np.ndarray) -> np.ndarray:
+        answers = await asyncio.gather(*[s.best.remote(vectors) for s in self.shards])
+        best = np.full(len(vectors), -1.0, dtype=np.float32)
+        for s, (generation, sims) in enumerate(answers):
+            if self.ledger.stale(s, generation):
+                self.refills += 1
+                await self._refill(s)
+                _, sims = await self.shards[s].best.remote(vectors)
+            self.ledger.generations[s] = self.ledger.generations[s] or generation
+            best = np.maximum(best, sims)
+        return best
 
     async def admit(self, keys: list[str], vectors: np.ndarray) -> list[Decision]:
         async with self.lock:
-            bests = await asyncio.gather(*[s.best.remote(vectors) for s in self.shards])
-            index_best = np.max(np.stack(bests), axis=0) if bests else np.full(len(keys), -1.0)
-            decisions = decide(keys, vectors, index_best, self.seen, self.threshold)
+            decisions = decide(keys, vectors, await self._best(vectors), self.ledger.seen, self.threshold)
             rows = [i for i, d in enumerate(decisions) if d.accepted]
             if rows:
-                target = int(np.argmin(self.sizes))
-                self.sizes[target] = await self.shards[target].add.remote(vectors[rows])
-                self.seen.update(keys[i] for i in rows)
+                s = self.ledger.smallest()
+                self.ledger.record(s, [keys[i] for i in rows], vectors[rows])
+                generation, _ = await self.shards[s].add.remote(vectors[rows])
+                if self.ledger.stale(s, generation):
+                    self.refills += 1
+                    await self._refill(s)
+                self.ledger.generations[s] = self.ledger.generations[s] or generation
         return decisions
 
     def stats(self) -> dict[str, Any]:
-        return {"vectors": sum(self.sizes), "shard_sizes": list(self.sizes)}
+        sizes = [self.ledger.size(s) for s in range(len(self.shards))]
+        return {"vectors": sum(sizes), "shard_sizes": sizes, "refills": self.refills}
 
 
-@ray.remote(max_restarts=-1)
+@ray.remote(max_restarts=-1, max_task_retries=-1)
 class NoveltyWorker:
     """Pulls from the novelty queue, embeds, asks the gate, and routes what it admits."""
 

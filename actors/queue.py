@@ -8,7 +8,7 @@ import ray
 from instructflow.actors.core.queue import BatchQueue
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class QueueActor:
     """Async actor: many producers and consumers wait inside it at once without blocking each other.
 

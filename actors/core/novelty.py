@@ -120,3 +120,39 @@ class NoveltyIndex:
         self.seen.update(keys)
         for s, part in enumerate(np.array_split(np.arange(len(keys)), len(self.shards))):
             self.shards[s].add(vectors[part])
+
+
+class ShardLedger:
+    """The gate's record of what each shard holds, so a shard that restarts empty can be refilled.
+
+    Shards report a `generation` (fresh on every actor start) with each answer; when it differs from
+    the one recorded here, the shard lost its contents and the gate reloads it from this ledger.
+    Costs one extra copy of the accepted vectors in the gate process.
+    """
+
+    def __init__(self, shards: int) -> None:
+        self.ids: list[list[str]] = [[] for _ in range(shards)]
+        self.vectors: list[list[np.ndarray]] = [[] for _ in range(shards)]
+        self.generations: list[str | None] = [None] * shards
+        self.seen: set[str] = set()
+
+    def smallest(self) -> int:
+        return min(range(len(self.ids)), key=lambda s: len(self.ids[s]))
+
+    def size(self, shard: int) -> int:
+        return len(self.ids[shard])
+
+    def record(self, shard: int, keys: Sequence[str], vectors: np.ndarray) -> None:
+        if len(keys):
+            self.ids[shard].extend(keys)
+            self.vectors[shard].append(np.asarray(vectors, dtype=np.float32))
+            self.seen.update(keys)
+
+    def contents(self, shard: int, dim: int) -> tuple[list[str], np.ndarray]:
+        if not self.vectors[shard]:
+            return [], np.zeros((0, dim), dtype=np.float32)
+        return list(self.ids[shard]), np.concatenate(self.vectors[shard])
+
+    def stale(self, shard: int, generation: str) -> bool:
+        """True when the shard restarted since the ledger last saw it (it must be refilled)."""
+        return self.generations[shard] is not None and self.generations[shard] != generation

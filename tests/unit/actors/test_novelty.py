@@ -64,3 +64,18 @@ def test_seed_loads_committed_rows_without_checks():
     index.seed(["a", "b", "c"], unit([1, 0], [0, 1], [1, 1]))
     out = index.admit(["a", "d"], unit([0.5, 0.5], [1, 0.02]))
     assert [d.reason for d in out] == [EXACT, NEAR]
+
+
+def test_ledger_tracks_contents_and_detects_a_restarted_shard():
+    from instructflow.actors.core.novelty import ShardLedger
+
+    ledger = ShardLedger(2)
+    ledger.record(0, ["a", "b"], unit([1, 0], [0, 1]))
+    ledger.record(0, ["c"], unit([1, 1]))
+    assert ledger.smallest() == 1 and ledger.seen == {"a", "b", "c"}
+    ids, vecs = ledger.contents(0, 2)
+    assert ids == ["a", "b", "c"] and vecs.shape == (3, 2)
+    assert ledger.contents(1, 2)[1].shape == (0, 2)
+    assert not ledger.stale(0, "g1")  # never seen: nothing to compare with
+    ledger.generations[0] = "g1"
+    assert not ledger.stale(0, "g1") and ledger.stale(0, "g2")

@@ -1,0 +1,111 @@
+"""The embedded teacher end to end: SmolLM2 in llama.cpp, on Ray Serve, called with the openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import openai
+import pytest
+from instructflow.instructors.teacher.llama import EngineRequestError, LlamaEngine
+
+MODEL = "smollm2-135m"
+ASK = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+def _free_port() -> int:
+    # Never the default 8011: someone on this shared machine may be running the quickstart there.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _settings(**overrides: object) -> SimpleNamespace:
+    values = {"model": MODEL, "host": "127.0.0.1", "port": _free_port(), "parallel": 2, "context": 2048, "threads": 2}
+    return SimpleNamespace(**{**values, **overrides})
+
+
+def test_engine_answers_chat_and_completion_and_maps_llama_errors() -> None:
+    engine = LlamaEngine(_settings())
+    try:
+
+        async def run() -> tuple[dict, dict]:
+            # Two at once: both llama.cpp slots decode together and neither blocks the loop.
+            return await asyncio.gather(
+                engine.chat({"messages": ASK, "max_tokens": 24}),
+                engine.completion({"prompt": "The capital of France is", "max_tokens": 8}),
+            )
+
+        chat, completion = asyncio.run(run())
+        assert chat["object"] == "chat.completion" and chat["model"] == MODEL
+        assert chat["choices"][0]["message"]["content"].strip()
+        assert 0 < chat["usage"]["completion_tokens"] <= 24 and chat["usage"]["prompt_tokens"] > 0
+        assert completion["choices"][0]["text"].strip() and completion["usage"]["completion_tokens"] > 0
+        with pytest.raises(EngineRequestError) as caught:  # rejected by llama.cpp itself, not by us
+            asyncio.run(engine.chat({"messages": ASK, "max_tokens": "many"}))
+        assert caught.value.status == 400
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def teacher_url() -> Iterator[str]:
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+    from instructflow.actors.teacher_serve import start_embedded_teacher, stop_embedded_teacher
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield start_embedded_teacher(_settings(), timeout_s=60)
+        stop_embedded_teacher()
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_openai_sdk_gets_answers_with_usage_through_ray_serve(teacher_url: str) -> None:
+    client = openai.OpenAI(base_url=teacher_url, api_key="unused", max_retries=0, timeout=30)
+
+    chat = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=32)
+    assert chat.choices[0].message.content and chat.choices[0].message.content.strip()
+    assert chat.usage is not None and chat.usage.prompt_tokens > 0 and chat.usage.completion_tokens > 0
+
+    text = client.completions.create(model=MODEL, prompt="A short poem about the sea:\n", max_tokens=16)
+    assert text.choices[0].text.strip()
+    assert text.usage is not None and 0 < text.usage.completion_tokens <= 16
+
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [("/chat/completions", b"{not json"), ("/chat/completions", b'{"messages": "hi"}'), ("/completions", b"{}")],
+)
+def test_malformed_requests_get_an_openai_style_4xx(teacher_url: str, path: str, payload: bytes) -> None:
+    request = urllib.request.Request(
+        teacher_url + path, data=payload, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 400
+    error = json.loads(caught.value.read())["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_starting_again_returns_the_running_teacher(teacher_url: str) -> None:
+    from instructflow.actors.teacher_serve import start_embedded_teacher
+
+    port = int(teacher_url.rsplit(":", 1)[1].split("/", 1)[0])
+    assert start_embedded_teacher(_settings(port=port), timeout_s=5) == teacher_url
