@@ -1,0 +1,59 @@
+"""`song`: requests for song lyrics and poems in a sampled genre; each request is then answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.record import Candidate
+from instructflow.instructors.registry import register
+from pydantic import Field
+
+_GENRES = [
+    "folk ballad",
+    "blues",
+    "country",
+    "hip-hop verse",
+    "pop chorus-driven song",
+    "sea shanty",
+    "lullaby",
+    "punk anthem",
+    "gospel",
+    "jazz standard",
+    "musical-theatre number",
+    "sonnet",
+    "free-verse poem",
+    "haiku sequence",
+]
+
+
+class SongParams(CategoryParams):
+    genres: list[str] = Field(
+        default_factory=lambda: list(_GENRES), min_length=1, description="one genre drawn per call"
+    )
+    min_words: int = Field(6, ge=1, le=200, description="shorter requests are dropped")
+
+
+@register
+class Song(Instructor):
+    """Lyric and poem requests with a subject, a mood and a form; responses are the lyrics."""
+
+    category = "song"
+    Params = SongParams
+    variables = frozenset({"count", "topic", "genre"})
+    params: SongParams
+
+    def choose(self) -> dict[str, Any]:
+        return {
+            "count": self.params.batch_size,
+            "topic": self.topic(),
+            "genre": self.rng.choice(self.params.genres),
+        }
+
+    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
+        return [
+            self.candidate(item, topic=values["topic"])
+            for item in numbered_items(reply)
+            if len(item.split()) >= self.params.min_words
+        ]
