@@ -1,0 +1,57 @@
+"""`cot`: questions answered by weighing several candidate solutions: each solution reasoned out,
+then a ranking, then a final answer. Replies missing any of those parts are dropped."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.record import Candidate
+from instructflow.instructors.registry import register
+from pydantic import Field
+
+_SOLUTION = re.compile(r"^\W*Solution\s+(\d{1,2})\s*:", re.IGNORECASE | re.MULTILINE)
+_RANKING = re.compile(r"^\W*Ranking\s*:", re.IGNORECASE | re.MULTILINE)
+_FINAL = re.compile(r"^\W*Final\s+Answer\s*:\W*(\w.*)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+
+
+class CotParams(CategoryParams):
+    solutions: int = Field(3, ge=2, le=6, description="candidate solutions asked for")
+    min_solutions: int = Field(2, ge=2, le=6, description="replies with fewer are dropped")
+    min_words: int = Field(8, ge=1, le=200, description="shorter questions are dropped")
+
+
+@register
+class Cot(Instructor):
+    """Chain-of-thought with alternatives: compare several lines of reasoning, then commit."""
+
+    category = "cot"
+    Params = CotParams
+    variables = frozenset({"count", "topic"})
+    response_variables = frozenset({"instruction", "solutions"})
+    params: CotParams
+
+    def choose(self) -> dict[str, Any]:
+        return {"count": self.params.batch_size, "topic": self.topic()}
+
+    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
+        return [
+            self.candidate(item, topic=values["topic"])
+            for item in numbered_items(reply)
+            if len(item.split()) >= self.params.min_words
+        ]
+
+    def response_values(self, candidate: Candidate) -> dict[str, Any]:
+        return {"instruction": candidate.instruction, "solutions": self.params.solutions}
+
+    def parse_response(self, reply: str, candidate: Candidate) -> str | None:
+        text = reply.strip()
+        numbers = {int(n) for n in _SOLUTION.findall(text)}
+        ranking, final = _RANKING.search(text), _FINAL.search(text)
+        if len(numbers) < self.params.min_solutions or not ranking or not final:
+            return None
+        # The parts must come in order: solutions, then the ranking, then the final answer.
+        last_solution = max(m.start() for m in _SOLUTION.finditer(text))
+        return text if last_solution < ranking.start() < final.start() else None
