@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-_FENCED = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.MULTILINE)
+_FENCED = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z][\w .-]{0,39}?)\s*:\s*(.*\S)\s*$")
 _INPUT = re.compile(r"BEGININPUT\s*\n(.*?)\n\s*ENDINPUT", re.DOTALL)
 _CONTEXT = re.compile(r"^\s*BEGINCONTEXT\s*\n(.*?)^\s*ENDCONTEXT\s*$", re.DOTALL | re.MULTILINE)

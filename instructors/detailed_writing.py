@@ -138,7 +138,9 @@ class DetailedWriting(Instructor):
 
 
 def _stated_length(item: str, asked: int) -> int | None:
-    """The target length a task states: the one asked for if present, else the first plausible
-    number of words (so that a year in the task is not taken for its length)."""
+    """The target length a task states: the one asked for if present, else the first round number
+    (a multiple of 50) in a plausible range, so that a year in the task is not taken for a length."""
     stated = [int(re.sub(r"\D", "", n)) for n in _NUMBER.findall(item)]
-    return asked if asked in stated else next((n for n in stated if 300 <= n <= 50_000), None)
+    if asked in stated:
+        return asked
+    return next((n for n in stated if 300 <= n <= 50_000 and n % 50 == 0), None)
