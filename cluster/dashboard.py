@@ -8,12 +8,14 @@ template variables follow Ray's own dashboards (`datasource`, `SessionName`, `Cl
     python -m instructflow.cluster.dashboard --out helm/instructflow/dashboards/instructflow.json
     python -m instructflow.cluster.dashboard --markdown          # panel table for the docs
     python -m instructflow.cluster.dashboard --metrics-markdown  # metric reference for the docs
+    python -m instructflow.cluster.dashboard --docs docs/operations.md  # refresh both tables there
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +73,8 @@ class Panel:
 
 
 def _rate(metric: str, by: str = "", **matchers: str) -> str:
-    group = f" by ({by})" if by else ""
-    return f"sum{group} (rate({sel(metric, **matchers)}[{RATE}]))"
+    group = f" by ({by}) " if by else ""
+    return f"sum{group}(rate({sel(metric, **matchers)}[{RATE}]))"
 
 
 def _quantiles(metric: str, by: str = "") -> tuple[Target, ...]:
@@ -225,11 +227,21 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _without_filters(expr: str) -> str:
+    """The query as a reader wants it: the dashboard-wide filters left out."""
+    for matcher in ('SessionName=~"$SessionName"', 'ray_io_cluster=~"$Cluster"', 'category=~"$Category"'):
+        expr = expr.replace(matcher + ",", "").replace(matcher, "")
+    return expr.replace(",}", "}").replace("{}", "")
+
+
 def markdown_panels() -> str:
-    """The panel list as a Markdown table (title, query, unit) for docs/operations.md."""
+    """The panel list as a Markdown table (title, query, unit) for docs/operations.md.
+
+    Queries are shown without the filters every selector carries (session, cluster, category).
+    """
     rows = ["| Panel | Query | Unit |", "|---|---|---|"]
     for panel in PANELS:
-        queries = "<br>".join(f"`{_cell(t.expr)}`" for t in panel.targets)
+        queries = "<br>".join(f"`{_cell(_without_filters(t.expr))}`" for t in panel.targets)
         rows.append(f"| {panel.title} | {queries} | {panel.unit} |")
     return "\n".join(rows) + "\n"
 
@@ -243,6 +255,16 @@ def markdown_metrics() -> str:
     return "\n".join(rows) + "\n"
 
 
+def update_docs(text: str) -> str:
+    """Replaces the `<!-- BEGIN generated:panels|metrics -->` blocks of a Markdown page."""
+    for marker, table in (("panels", markdown_panels()), ("metrics", markdown_metrics())):
+        pattern = re.compile(rf"(<!-- BEGIN generated:{marker} -->\n).*?(<!-- END generated:{marker} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"no generated:{marker} block")
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: write the dashboard JSON, check it, or print a docs table."""
     parser = argparse.ArgumentParser(prog="python -m instructflow.cluster.dashboard", description=__doc__.split("\n")[0])
@@ -251,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--check", type=Path, help="exit 1 if this file differs from a fresh generation")
     group.add_argument("--markdown", action="store_true", help="print the panel table (title, query, unit)")
     group.add_argument("--metrics-markdown", action="store_true", help="print the metric reference table")
+    group.add_argument("--docs", type=Path, help="rewrite the generated tables in this Markdown page")
     args = parser.parse_args(argv)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check.exists() or args.check.read_text(encoding="utf-8") != render_json():
             print(f"{args.check} is stale; regenerate with --out {args.check}", file=sys.stderr)
             return 1
+    elif args.docs:
+        args.docs.write_text(update_docs(args.docs.read_text(encoding="utf-8")), encoding="utf-8")
     elif args.metrics_markdown:
         sys.stdout.write(markdown_metrics())
     elif args.markdown:
