@@ -35,7 +35,8 @@ RAY_EXPORT_PREFIX = "ray_"  # what Ray's metrics agent puts in front of every us
 # `candidates` counts milestones a candidate reached; `rejects` names the stage that dropped it.
 STAGES = ("generated", "parsed", "novel", "judged", "written")
 REJECT_STAGES = ("generate", "parse", "novelty", "judge", "write")
-STATUS_CLASSES = ("2xx", "429", "5xx", "timeout", "error")
+# The teacher client's classes: "connection" when no response came, "error" for anything else.
+STATUS_CLASSES = ("2xx", "429", "4xx", "5xx", "timeout", "connection", "error")
 
 # Labels with a closed set of values, per (metric key, label) first, then per label; the others are
 # checked only for shape: a short identifier, or empty (Prometheus reads "" as "label absent").
@@ -103,7 +104,7 @@ METRICS: list[MetricSpec] = [
     _spec("prompt_tokens", "counter", "tokens", ("category", "model"), "Prompt tokens sent to the teacher."),
     _spec("completion_tokens", "counter", "tokens", ("category", "model"), "Completion tokens received from the teacher."),
     _spec("requests", "counter", "requests", ("category", "model", "status_class"),
-          "Teacher requests by outcome (2xx, 429, 5xx, timeout, error); retries count once each."),
+          "Teacher requests by outcome (2xx, 429, 4xx, 5xx, timeout, connection, error); each retry counts."),
     _spec("request_latency_seconds", "histogram", "seconds", ("model",),
           "Wall time of one teacher request attempt.", buckets=REQUEST_BUCKETS),
     _spec("candidates", "counter", "candidates", ("category", "stage"),
@@ -144,13 +145,11 @@ def status_class(status: int | None, *, timed_out: bool = False) -> str:
     if timed_out:
         return "timeout"
     if status is None:
-        return "error"
-    if 200 <= status < 300:
-        return "2xx"
+        return "connection"
     if status == 429:
         return "429"
-    if 500 <= status < 600:
-        return "5xx"
+    if 200 <= status < 300 or 400 <= status < 600:
+        return f"{status // 100}xx"
     return "error"
 
 

@@ -89,7 +89,7 @@ def _quantiles(metric: str, by: str = "") -> tuple[Target, ...]:
 
 # `or vector(0)`: with no 429 yet the ratio is 0, not "no data".
 _THROTTLED = _rate("requests", status_class='="429"')
-_FAILED = _rate("requests", status_class='=~"5xx|timeout|error"')
+_FAILED = _rate("requests", status_class='=~"4xx|5xx|timeout|connection|error"')
 _ALL_REQUESTS = _rate("requests")
 
 PANELS: list[Panel] = [
@@ -114,7 +114,7 @@ PANELS: list[Panel] = [
     ), "Every request attempt, retries included, by outcome."),
     Panel("429 ratio", "ratio", (
         Target(f"({_THROTTLED} or vector(0)) / {_ALL_REQUESTS}", "429 / all"),
-        Target(f"({_FAILED} or vector(0)) / {_ALL_REQUESTS}", "5xx, timeout, error / all"),
+        Target(f"({_FAILED} or vector(0)) / {_ALL_REQUESTS}", "other failures / all"),
     ), "Share of requests the provider throttled; the rate limiter backs off while this is above zero."),
     Panel("Teacher latency p50 / p95 / p99", "seconds",
           _quantiles("request_latency_seconds", "model"), "Wall time of one request attempt."),

@@ -68,7 +68,7 @@ def test_recorded_values_land_in_the_local_table() -> None:
     lambda: metrics.inc("candidates", 1, category="general", stage="novel", id="7"),   # extra label
     lambda: metrics.inc("candidates", 1, category="general", stage="novelty"),       # not a milestone
     lambda: metrics.inc("rejects", 1, category="general", stage="novel", reason="x"),  # not a stage name
-    lambda: metrics.inc("requests", 1, category="c", model="m", status_class="404"),
+    lambda: metrics.inc("requests", 1, category="c", model="m", status_class="404"),  # a status, not a class
     lambda: metrics.inc("rejects", 1, category="c", stage="judge", reason="score was 3 of 10"),
     lambda: metrics.set_gauge("queue_depth", 1, queue="a" * 81),
     lambda: metrics.set_gauge("queue_depth", 1, queue=None),
@@ -104,8 +104,8 @@ def test_empty_label_value_is_allowed() -> None:
 
 
 @pytest.mark.parametrize("status, timed_out, expected", [
-    (200, False, "2xx"), (204, False, "2xx"), (429, False, "429"), (503, False, "5xx"),
-    (400, False, "error"), (None, False, "error"), (None, True, "timeout"), (200, True, "timeout"),
+    (200, False, "2xx"), (204, False, "2xx"), (429, False, "429"), (503, False, "5xx"), (404, False, "4xx"),
+    (302, False, "error"), (None, False, "connection"), (None, True, "timeout"), (200, True, "timeout"),
 ])
 def test_status_class(status: int | None, timed_out: bool, expected: str) -> None:
     assert metrics.status_class(status, timed_out=timed_out) == expected
