@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from instructflow.actors.core.manifest import PartEntry, read_manifest
+from instructflow.actors.core.manifest import MANIFEST, PartEntry, read_manifest
 from instructflow.actors.core.storage import OutputError, Store, open_store, temp_name
 
 INSTRUCTIONS = "instructions.jsonl"
@@ -114,7 +114,7 @@ def jsonl_is_complete(store: Store, entries: Sequence[PartEntry]) -> bool:
     return (store.size(INSTRUCTIONS) or 0) == sum(e.jsonl_bytes for e in entries)
 
 
-def export_dataset(root: str, formats: Sequence[str]) -> list[str]:
+def export_dataset(root: str, formats: Sequence[str] | None = None) -> list[str]:
     """Writes the given export formats of a run's committed rows; returns the written locations.
 
     Reads only what the manifest lists (a torn last manifest line is ignored, nothing is repaired or
@@ -122,17 +122,20 @@ def export_dataset(root: str, formats: Sequence[str]) -> list[str]:
 
     Args:
         root: the run's output root (local path or filesystem URI).
-        formats: any of ``jsonl``, ``sharegpt``, ``alpaca``.
+        formats: any of ``jsonl``, ``sharegpt``, ``alpaca``; None or empty means all three.
 
     Raises:
         ValueError: an unknown format.
-        OutputError: the output cannot be read or written.
+        OutputError: `root` holds no manifest, or the output cannot be read or written.
     """
+    formats = list(formats or EXPORT_FILES)
     unknown = [f for f in formats if f not in EXPORT_FILES]
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}; choose from {sorted(EXPORT_FILES)}")
     store = open_store(root)
     try:
+        if store.size(MANIFEST) is None:
+            raise OutputError(store.display(MANIFEST), "not found: is this an instructflow output directory?")
         entries = read_manifest(store).entries
         return [write_export(store, entries, fmt) for fmt in formats]
     except OSError as exc:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from instructflow.actors.core.exports import export_dataset
 from instructflow.actors.core.schema import COLUMN_DOCS, ROW_SCHEMA, rows_to_table, table_to_rows
+from instructflow.actors.core.storage import OutputError
 from instructflow.actors.core.writer import PartWriter
 from instructflow.instructors.record import Candidate
 
@@ -136,5 +137,13 @@ def test_export_dataset_rewrites_requested_formats(tmp_path: Path) -> None:
     paths = export_dataset(str(tmp_path), ["jsonl", "alpaca"])
     assert paths == [str(tmp_path / "instructions.jsonl"), str(tmp_path / "exports" / "alpaca.jsonl")]
     assert len(jsonl(tmp_path / "instructions.jsonl")) == len(jsonl(tmp_path / "exports" / "alpaca.jsonl")) == 6
+    assert [Path(p).name for p in export_dataset(str(tmp_path))] == ["instructions.jsonl", "sharegpt.jsonl", "alpaca.jsonl"]
     with pytest.raises(ValueError, match="unknown export format"):
         export_dataset(str(tmp_path), ["csv"])
+    with pytest.raises(OutputError, match="manifest.jsonl: not found"):
+        export_dataset(str(tmp_path / "nothing-here"), ["alpaca"])
+
+
+def test_output_docs_describe_every_column() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "output.md").read_text(encoding="utf-8")
+    assert [f.name for f in ROW_SCHEMA if f"| `{f.name}` |" not in doc] == []
