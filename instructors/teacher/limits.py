@@ -180,12 +180,13 @@ class RateLimiter:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
         self.outcomes[outcome] += 1
+        in_round = self._drain > 0  # a request of a round that has already been penalised
         est = self._end_in_flight()
         used = max(0, int(prompt_tokens)) + max(0, int(completion_tokens))
         if self.tokens:
             self.tokens.take(used - est)  # refund or charge the difference from the estimate
         self.add_spent(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model)
-        if outcome == "rate_limited":
+        if outcome == "rate_limited" and not in_round:
             self._decrease()
         elif outcome == "ok":
             self.window = min(float(self.max_in_flight), self.window + 1.0 / max(self.window, 1.0))
@@ -207,9 +208,8 @@ class RateLimiter:
         return share
 
     def _decrease(self) -> None:
-        # Many requests in flight see the same overload; halve once per round trip, not per 429.
-        if self._drain:
-            return
+        # Many requests in flight see the same overload; halve once per round trip, not per 429:
+        # the requests still in flight now belong to the round that was just penalised.
         self.window = max(float(self.min_in_flight), self.window / 2.0)
         self._drain = self.in_flight
 
