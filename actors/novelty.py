@@ -118,7 +118,8 @@ class NoveltyWorker:
         self.queues = queues
         self.gate = gate
         self.writer = writer
-        self.embedder = Embedder(self.cfg.model, threads=self.cfg.torch_threads)
+        device = "cuda" if self.cfg.gpus_per_embedder > 0 else "cpu"
+        self.embedder = Embedder(self.cfg.model, threads=self.cfg.torch_threads, device=device)
         self.local_seen: set[str] = set()
         self.admitted: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()  # by category

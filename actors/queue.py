@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+from instructflow.actors import metrics
 from instructflow.actors.core.queue import BatchQueue
 
 
@@ -18,13 +19,19 @@ class QueueActor:
 
     def __init__(self, name: str, maxsize: int) -> None:
         self.name = name
+        self.label = name.replace(":", "_")
         self.queue = BatchQueue(maxsize)
 
     async def put_batch(self, items: list[Any], timeout: float | None = None) -> int:
-        return await self.queue.put_batch(items, timeout)
+        put = await self.queue.put_batch(items, timeout)
+        metrics.set_gauge("queue_depth", len(self.queue), queue=self.label)
+        return put
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[Any]:
-        return await self.queue.get_batch(max_items, timeout)
+        batch = await self.queue.get_batch(max_items, timeout)
+        if batch:
+            metrics.set_gauge("queue_depth", len(self.queue), queue=self.label)
+        return batch
 
     async def close(self) -> None:
         await self.queue.close()

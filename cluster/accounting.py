@@ -64,6 +64,13 @@ def quotas(progress: Progress, replicas: dict[str, int]) -> dict[str, int]:
     return result
 
 
+def _add_usage(p: Progress, teacher: dict[str, Any] | None) -> None:
+    usage = (teacher or {}).get("usage") or {}
+    p.prompt_tokens += usage.get("prompt_tokens", 0)
+    p.completion_tokens += usage.get("completion_tokens", 0)
+    p.failures.update((teacher or {}).get("failures", {}))
+
+
 def collect(
     targets: dict[str, int],
     writer: dict[str, Any],
@@ -84,11 +91,8 @@ def collect(
         p.generated[cat] += s["generated"]
         p.resolved[cat] += sum(s["dropped"].values())
         p.rejects.update({f"answer:{k}": v for k, v in s["dropped"].items()})
-        p.failures.update(s["failures"])
         p.held += s["held"]
-        teacher = s.get("teacher") or {}
-        p.prompt_tokens += teacher.get("prompt_tokens", 0)
-        p.completion_tokens += teacher.get("completion_tokens", 0)
+        _add_usage(p, s.get("teacher"))
         if s.get("outcome"):
             p.outcomes.append(s["outcome"])
     for s in workers:
@@ -99,9 +103,7 @@ def collect(
         p.resolved.update(s["rejected"])
         p.rejects.update({f"judge:{k}": v for k, v in s["reasons"].items()})
         p.held += s["held"]
-        teacher = s.get("teacher") or {}
-        p.prompt_tokens += teacher.get("prompt_tokens", 0)
-        p.completion_tokens += teacher.get("completion_tokens", 0)
+        _add_usage(p, s.get("teacher"))
         if s.get("fatal"):
             p.outcomes.append(f"fatal: {s['fatal']}")
     for q in queues:

@@ -118,6 +118,10 @@ class Novelty(_Strict):
     embedders: int = Field(1, ge=1, le=256)
     batch_size: int = Field(64, ge=1, le=4096)
     torch_threads: int = Field(2, ge=1, le=256)
+    # On a cluster: a custom resource that only the embedding worker group advertises (the chart
+    # uses "novelty"); embedders and shards then ask for it and zero CPUs, so they land only there.
+    resource: str | None = None
+    gpus_per_embedder: float = Field(0.0, ge=0, le=8)
 
 
 class Rules(_Strict):

@@ -120,11 +120,11 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
         keep_rejects=config.writer.keep_rejects,
         exports=list(config.writer.exports),
     )
-    shards = [ShardActor.remote(i, 384) for i in range(config.novelty.shards)]
+    worker_opts, shard_opts = novelty_placement(config)
+    shards = [ShardActor.options(**shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
     gate = GateActor.remote(shards, config.novelty.threshold)
-    cpus = min(float(config.novelty.torch_threads), 1.0)
     workers = [
-        NoveltyWorker.options(num_cpus=cpus).remote(config, queues, gate, writer)
+        NoveltyWorker.options(**worker_opts).remote(config, queues, gate, writer)
         for _ in range(config.novelty.embedders)
     ]
     judges = [JudgeActor.remote(config, base_url, queues, writer) for _ in range(config.judge.replicas)]
@@ -136,6 +136,16 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
         for name, params in config.categories.items()
     }
     return Topology(queues, gate, shards, workers, judges, writer, instructors)
+
+
+def novelty_placement(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ray options for embedding workers and shards: on the embedding group when a custom resource
+    is configured (zero CPUs, so nothing else competes for that group), else one CPU per worker."""
+    n = config.novelty
+    if n.resource:
+        worker = {"num_cpus": 0, "resources": {n.resource: 1}, "num_gpus": n.gpus_per_embedder}
+        return worker, {"num_cpus": 0, "resources": {n.resource: 0.25}}
+    return {"num_cpus": min(float(n.torch_threads), 1.0), "num_gpus": n.gpus_per_embedder}, {}
 
 
 def resume_index(topo: Topology) -> int:

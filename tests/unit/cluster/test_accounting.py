@@ -37,7 +37,8 @@ def test_collect_sums_actor_stats():
         writer={"accepted": {"a": 3}, "committed": {"a": 2}, "skipped": {"over_target": 1}, "skipped_by_category": {"b": 1}},
         instructors=[
             {"category": "a", "generated": 8, "dropped": {"no_response": 1}, "failures": {"timeout": 2}, "held": 1,
-             "teacher": {"prompt_tokens": 10, "completion_tokens": 5}, "outcome": None},
+             "teacher": {"usage": {"prompt_tokens": 10, "completion_tokens": 5}, "failures": {"timeout": 2}},
+             "outcome": None},
             {"category": "b", "generated": 4, "dropped": {}, "failures": {}, "held": 0, "teacher": None, "outcome": "budget"},
         ],
         workers=[{"rejected": {"a": 2}, "reasons": {"near_duplicate": 2}, "held": 0}],
