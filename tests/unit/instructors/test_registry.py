@@ -334,3 +334,26 @@ def test_render_is_strict_about_values(tmp_path: Path) -> None:
         template.render({"count": 3, "topic": {"name": "tides"}, "readability": ""})
         == "3 about tides"
     )
+
+
+# -- the all-categories config and the docs page -------------------------------------------------
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_all_categories_config_lists_every_category_with_a_small_count() -> None:
+    from instructflow.cluster.config import load_config
+
+    config = load_config(ROOT / "config" / "all-categories.yaml")
+    assert sorted(config.categories) == CATEGORIES
+    assert all(3 <= params.count <= 6 for params in config.categories.values())
+
+
+def test_docs_page_covers_every_category_and_option() -> None:
+    page = (ROOT / "docs" / "categories.md").read_text(encoding="utf-8")
+    for category in CATEGORIES:
+        heading = f"\n## `{category}`"
+        assert heading in page, f"docs/categories.md has no section {heading.strip()}"
+        section = page.split(heading, 1)[1].split("\n## ", 1)[0]
+        own = set(registry.get_instructor(category).Params.model_fields) - set(CategoryParams.model_fields)
+        for option in own:
+            assert f"`{option}`" in section, f"docs/categories.md: {category} does not document {option}"
