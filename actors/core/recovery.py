@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from instructflow.actors.core import exports
 from instructflow.actors.core.manifest import (
@@ -89,7 +90,10 @@ def _load_part(store: Store, entry: PartEntry, found: Recovered) -> None:
     if size != entry.bytes:
         state = "missing" if size is None else f"{size} bytes, the manifest says {entry.bytes}"
         raise OutputError(where, f"committed part is {state}")
-    table = exports.read_part(store, entry, ["id", "category"])
+    try:
+        table = exports.read_part(store, entry, ["id", "category"])
+    except (pa.ArrowInvalid, ValueError) as exc:  # right size, wrong bytes: not a Parquet file
+        raise OutputError(where, f"committed part is unreadable ({exc})") from exc
     counts = Counter(table.column("category").to_pylist())
     if table.num_rows != entry.rows or dict(counts) != entry.categories:
         raise OutputError(where, "part content disagrees with its manifest entry")

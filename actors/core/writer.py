@@ -8,7 +8,6 @@ file is never rewritten. One writer per output root at a time. Layout and rules:
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +24,6 @@ from instructflow.actors.core.schema import rows_to_table
 from instructflow.actors.core.storage import OutputError, Store, open_store
 from instructflow.instructors.record import Candidate
 
-log = logging.getLogger(__name__)
 
 class PartWriter:
     """Commits accepted rows as Parquet parts under a manifest; the Ray-free core of the writer actor.
@@ -75,7 +73,8 @@ class PartWriter:
         self._skipped: Counter[str] = Counter()
         self._skipped_by_category: Counter[str] = Counter()
         self._closed = False
-        self._commit_seconds: list[float] = []
+        self._commits, self._commit_seconds_total = 0, 0.0
+        self._commit_seconds_last: float | None = None
         self._bytes_written = 0
         found: Recovered = self._guard("", lambda: recover(self.store, self.formats))
         self._committed_ids, self._committed_counts = found.ids, found.counts
@@ -183,7 +182,9 @@ class PartWriter:
         self._committed_counts.update(entry.categories)
         self._bytes_written += entry.bytes
         seconds = time.perf_counter() - started
-        self._commit_seconds.append(seconds)
+        self._commits += 1
+        self._commit_seconds_total += seconds
+        self._commit_seconds_last = seconds
         if self._on_commit is not None:
             self._on_commit(entry, seconds)
 
@@ -231,7 +232,6 @@ class PartWriter:
         ``skipped_by_category``, ``rejects`` and ``dead_letters`` (per reason), ``commits``,
         ``commit_seconds_total``, ``commit_seconds_last``, ``jsonl_stale``.
         """
-        seconds = self._commit_seconds
         return {
             "committed": self.counts(),
             "accepted": self.accepted(),
@@ -243,9 +243,9 @@ class PartWriter:
             "skipped_by_category": dict(self._skipped_by_category),
             "rejects": self.rejects.counts(),
             "dead_letters": self.dead_letters.counts(),
-            "commits": len(seconds),
-            "commit_seconds_total": sum(seconds),
-            "commit_seconds_last": seconds[-1] if seconds else None,
+            "commits": self._commits,
+            "commit_seconds_total": self._commit_seconds_total,
+            "commit_seconds_last": self._commit_seconds_last,
             "jsonl_stale": self.committer.jsonl_stale,
         }
 

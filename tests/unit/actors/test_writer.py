@@ -133,7 +133,12 @@ def test_corrupt_manifest_or_missing_part_refuses_to_open(tmp_path: Path) -> Non
     with pytest.raises(OutputError, match="line 1 is not a valid manifest entry"):
         PartWriter(str(tmp_path))
     (tmp_path / "manifest.jsonl").write_bytes(good)
-    os.unlink(tmp_path / "data" / "part-000002.parquet")
+    part = tmp_path / "data" / "part-000002.parquet"
+    size = part.stat().st_size
+    part.write_bytes(b"\0" * size)  # same size, zeroed: what a lost write-back can leave
+    with pytest.raises(OutputError, match=r"part-000002\.parquet: committed part is unreadable"):
+        PartWriter(str(tmp_path))
+    os.unlink(part)
     with pytest.raises(OutputError, match=r"part-000002\.parquet: committed part is missing"):
         PartWriter(str(tmp_path))
     assert (tmp_path / "manifest.jsonl").read_bytes() == good  # a refusal changes nothing
