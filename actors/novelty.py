@@ -125,6 +125,7 @@ class NoveltyWorker:
         self.rejected: Counter[str] = Counter()  # by category
         self.reasons: Counter[str] = Counter()
         self.held = 0  # candidates taken from the queue and not yet passed on
+        self.taken = 0
         self.processed = 0
         self.encode_s = 0.0
         self.stopping = False
@@ -141,6 +142,7 @@ class NoveltyWorker:
                     break
                 continue
             self.held += len(batch)
+            self.taken += len(batch)
             fresh, dupes = self._prefilter(batch)
             await self._reject(dupes, EXACT)
             if not fresh:
@@ -210,6 +212,7 @@ class NoveltyWorker:
     def stats(self) -> dict[str, Any]:
         return {
             "processed": self.processed,
+            "taken": self.taken,
             "held": self.held,
             "admitted": dict(self.admitted),
             "rejected": dict(self.rejected),
