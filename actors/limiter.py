@@ -23,7 +23,9 @@ from instructflow.instructors.teacher.limits import RateLimiter
 NAMESPACE = "instructflow"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
+# Restarts are retried transparently (max_task_retries); the restarted gate starts with an open
+# window and nothing spent, and counts releases it never admitted as `unmatched_releases`.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=10_000)
 class TeacherGate:
     """Cluster-wide admission control for one teacher endpoint (see `RateLimiter`)."""
 

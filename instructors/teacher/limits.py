@@ -84,6 +84,7 @@ class RateLimiter:
         self.paused_until = 0.0
         self.outcomes: Counter[str] = Counter()
         self.waiting = 0
+        self.unmatched_releases = 0
         self._drain = 0  # releases still due from requests that were in flight at the last decrease
         self._turn = asyncio.Lock()  # FIFO: only the head waiter checks the conditions
         self._changed = asyncio.Event()
@@ -197,7 +198,10 @@ class RateLimiter:
     def _end_in_flight(self) -> float:
         """Takes one request out of flight; returns its share of the reserved estimate."""
         if self.in_flight <= 0:
-            raise RuntimeError("release() without a matching acquire()")
+            # A release with no acquire: the gate restarted while requests were in flight. Their
+            # tokens still count; there is no slot to free.
+            self.unmatched_releases += 1
+            return 0.0
         # Calls carry no ticket, so each release gives back the mean reservation; the sum is exact
         # once nothing is in flight.
         share = self.reserved / self.in_flight
@@ -264,5 +268,6 @@ class RateLimiter:
             "paused_until": self.paused_until if self.paused_until > now else None,
             "pause_left_s": max(0.0, self.paused_until - now),
             "outcomes": dict(self.outcomes),
+            "unmatched_releases": self.unmatched_releases,
         }
 

@@ -209,16 +209,17 @@ def test_cost_budget_with_prices_and_dated_model_names() -> None:
     assert snap["unpriced_tokens"] == 5
 
 
-def test_release_checks_its_arguments() -> None:
-    async def scenario() -> None:
-        lim = RateLimiter(Limits())
-        with pytest.raises(RuntimeError, match="without a matching acquire"):
-            await lim.release(**ok())
+def test_release_checks_its_outcome_and_survives_a_lost_acquire() -> None:
+    async def scenario() -> dict:
+        lim = RateLimiter(Limits(), Budget(max_tokens_total=100))
+        await lim.release(**ok(tokens=40))  # e.g. the gate restarted and forgot the acquire
         await lim.acquire(1)
         with pytest.raises(ValueError, match="unknown outcome"):
             await lim.release(outcome="teapot", model="m", prompt_tokens=0, completion_tokens=0)
+        return lim.snapshot()
 
-    asyncio.run(scenario())
+    snap = asyncio.run(scenario())
+    assert snap["unmatched_releases"] == 1 and snap["tokens_spent"] == 40 and snap["in_flight"] == 1
 
 
 def test_snapshot_reports_counts_and_state() -> None:
