@@ -10,7 +10,7 @@ from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from pydantic import Field
+from pydantic import Field, model_validator
 
 _SOLUTION = re.compile(r"^\W*Solution\s+(\d{1,2})\s*:", re.IGNORECASE | re.MULTILINE)
 _RANKING = re.compile(r"^\W*Ranking\s*:", re.IGNORECASE | re.MULTILINE)
@@ -21,6 +21,14 @@ class CotParams(CategoryParams):
     solutions: int = Field(3, ge=2, le=6, description="candidate solutions asked for")
     min_solutions: int = Field(2, ge=2, le=6, description="replies with fewer are dropped")
     min_words: int = Field(8, ge=1, le=200, description="shorter questions are dropped")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> CotParams:
+        if self.min_solutions > self.solutions:
+            raise ValueError(
+                "min_solutions is larger than solutions: every answer would be dropped"
+            )
+        return self
 
 
 @register

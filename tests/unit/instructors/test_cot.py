@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 
 def _cand(build, recorded):
     instr = build("cot")
@@ -31,3 +33,8 @@ def test_answers_missing_a_part_or_out_of_order_are_dropped(build, recorded) -> 
         answer.split("Final Answer:")[0] + "Final Answer:  \n",  # empty final answer
     ]:
         assert instr.parse_response(broken, cand) is None, broken[:80]
+
+
+def test_unreachable_minimum_is_a_config_error(build) -> None:
+    with pytest.raises(ValueError, match="min_solutions"):
+        build("cot", solutions=2, min_solutions=3)

@@ -354,6 +354,10 @@ def test_docs_page_covers_every_category_and_option() -> None:
         heading = f"\n## `{category}`"
         assert heading in page, f"docs/categories.md has no section {heading.strip()}"
         section = page.split(heading, 1)[1].split("\n## ", 1)[0]
-        own = set(registry.get_instructor(category).Params.model_fields) - set(CategoryParams.model_fields)
+        own = set(registry.get_instructor(category).Params.model_fields) - set(
+            CategoryParams.model_fields
+        )
         for option in own:
-            assert f"`{option}`" in section, f"docs/categories.md: {category} does not document {option}"
+            assert f"`{option}`" in section, (
+                f"docs/categories.md: {category} does not document {option}"
+            )
