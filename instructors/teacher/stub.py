@@ -120,10 +120,11 @@ class StubTeacher:
         return self.faults
 
     def reset_stats(self) -> None:
-        with getattr(self, "_lock", threading.Lock()):
+        """Zeroes the counters (the request numbering, and so the replies, starts over too)."""
+        with self._lock:
             self._n = 0
-            self._in_flight = 0
-            self._max_seen = 0
+            self._in_flight = getattr(self, "_in_flight", 0)  # requests still running stay counted
+            self._max_seen = self._in_flight
             self._status: Counter[int] = Counter()
             self._injected: Counter[str] = Counter()
             self._prompt_tokens = 0
