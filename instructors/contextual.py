@@ -36,6 +36,11 @@ _REFERENCE = re.compile(
 
 
 class ContextualParams(CategoryParams):
+    # One instruction per call: the passages are long, and several questions over the same passages
+    # would be near-duplicates for the novelty stage. Fixed so that quota estimates stay right.
+    batch_size: int = Field(
+        1, ge=1, le=1, description="instructions per generating call (always 1)"
+    )
     max_blocks: int = Field(3, ge=1, le=8, description="input blocks per instruction: 1..N")
     metadata_keys: list[str] = Field(
         default_factory=lambda: list(_KEYS), min_length=1, description="metadata key pool"
