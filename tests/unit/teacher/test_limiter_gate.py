@@ -23,7 +23,8 @@ NAMESPACE = "instructflow-test-gate"
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+    # address="local": our own small cluster, even when another one on this machine is running.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
     try:
         yield
     finally:
