@@ -125,7 +125,7 @@ def test_group_pause_holds_concurrent_callers_in_real_time() -> None:
         return await asyncio.gather(*(timed() for _ in range(4)))
 
     waits = asyncio.run(scenario())
-    assert all(0.29 <= w < 1.5 for w in waits), waits
+    assert all(0.29 <= w < 5.0 for w in waits), waits
 
 
 def test_requests_per_minute_bucket() -> None:

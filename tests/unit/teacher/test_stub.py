@@ -167,7 +167,7 @@ def test_sixty_four_concurrent_requests_at_one_second_latency() -> None:
         stats = stub.stats()
     assert all(status == 200 for status, _, _ in results)
     assert stats["max_concurrency_seen"] == 64
-    assert wall < 3.0, wall  # served in parallel, not one after another
+    assert wall < 8.0, wall  # served in parallel (one after another would take 64 s)
     assert cpu < 2.5, cpu  # client and server together, in this process
 
 
