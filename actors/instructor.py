@@ -8,6 +8,7 @@ from typing import Any
 import ray
 from instructflow.actors import metrics
 from instructflow.actors.core.producer import Producer
+from instructflow.actors.novelty import pack
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import get_instructor
 
@@ -37,12 +38,12 @@ class InstructorActor:
         instructor = get_instructor(category)(params, topics=topics, avoid_topics=config.topics.avoid, rng=rng)
         self.category = category
         self.writer = writer
-        self.teacher = make_teacher(config.teacher, base_url)
+        self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
         novelty, answers, judge = queues["novelty"], queues[f"answer:{category}"], queues["judge"]
 
         async def emit_novelty(cands: list[Candidate]) -> None:
             metrics.inc("candidates", len(cands), category=category, stage="parsed")
-            await novelty.put_batch.remote(cands)
+            await novelty.put_batch.remote(pack(cands))
 
         async def take_answers(max_items: int, timeout: float) -> list[Candidate]:
             return await answers.get_batch.remote(max_items, timeout)

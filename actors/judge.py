@@ -24,7 +24,7 @@ class JudgeActor:
         if config.judge.llm.enabled and base_url:
             from instructflow.actors.teacher import make_teacher
 
-            self.teacher = make_teacher(config.teacher, base_url)
+            self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
         self.keep_rejects = config.writer.keep_rejects
         self.queues = queues
         self.writer = writer

@@ -17,6 +17,7 @@ import hashlib
 from typing import Any
 
 import ray
+from instructflow.actors import metrics
 from instructflow.instructors.teacher.api import BudgetExhausted
 from instructflow.instructors.teacher.limits import RateLimiter
 
@@ -29,14 +30,29 @@ NAMESPACE = "instructflow"
 class TeacherGate:
     """Cluster-wide admission control for one teacher endpoint (see `RateLimiter`)."""
 
-    def __init__(self, limits: Any, budget: Any) -> None:
+    def __init__(self, limits: Any, budget: Any, model: str = "") -> None:
         self.core = RateLimiter(limits, budget)
+        self.model = model
+        self.budget = budget
+
+    def _export(self) -> None:
+        snap = self.core.snapshot()
+        metrics.set_gauge("requests_in_flight", snap["in_flight"], model=self.model)
+        metrics.set_gauge("ratelimit_concurrency", snap["allowed_in_flight"], model=self.model)
+        if snap.get("budget_tokens_left") is not None:
+            metrics.set_gauge("budget_remaining_tokens", snap["budget_tokens_left"])
+        if snap.get("budget_usd_left") is not None:
+            metrics.set_gauge("budget_remaining_usd", snap["budget_usd_left"])
 
     async def acquire(self, est_tokens: int) -> None:
-        await self.core.acquire(est_tokens)
+        try:
+            await self.core.acquire(est_tokens)
+        finally:
+            self._export()
 
     async def release(self, **outcome: Any) -> None:
         await self.core.release(**outcome)
+        self._export()
 
     async def add_spent(self, prompt_tokens: int = 0, completion_tokens: int = 0, model: str = "") -> None:
         self.core.add_spent(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model)
@@ -45,20 +61,23 @@ class TeacherGate:
         return self.core.snapshot()
 
 
-def gate_name(base_url: str, model: str) -> str:
-    """The actor name of the gate for (base_url, model)."""
-    digest = hashlib.sha256(f"{base_url.rstrip('/')}\x1f{model}".encode()).hexdigest()[:16]
+def gate_name(base_url: str, model: str, scope: str = "") -> str:
+    """The actor name of the gate for (base_url, model) within `scope` (the run id: a budget
+    belongs to one run)."""
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}\x1f{model}\x1f{scope}".encode()).hexdigest()[:16]
     return f"teacher-gate-{digest}"
 
 
-def teacher_gate(base_url: str, model: str, limits: Any, budget: Any, namespace: str = NAMESPACE) -> Any:
-    """The gate for (base_url, model): created on first call, fetched by name afterwards.
+def teacher_gate(
+    base_url: str, model: str, limits: Any, budget: Any, namespace: str = NAMESPACE, scope: str = ""
+) -> Any:
+    """The gate for (base_url, model, scope): created on first call, fetched by name afterwards.
 
     `limits` and `budget` only take effect when this call creates the gate.
     """
     return TeacherGate.options(
-        name=gate_name(base_url, model), namespace=namespace, get_if_exists=True
-    ).remote(limits, budget)
+        name=gate_name(base_url, model, scope), namespace=namespace, get_if_exists=True
+    ).remote(limits, budget, model)
 
 
 class RemoteLimiter:

@@ -22,6 +22,27 @@ from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.record import Candidate
 
 
+def pack(cands: list[Candidate]) -> list[Candidate | tuple[Candidate, ...]]:
+    """Queue items for the novelty stage: members of one group travel as one item (a tuple), so
+    they always reach the gate in the same batch and are checked as a unit."""
+    items: list[Candidate | tuple[Candidate, ...]] = []
+    groups: dict[str, list[Candidate]] = {}
+    for cand in cands:
+        group = cand.meta.get("group")
+        if group is None:
+            items.append(cand)
+        elif group not in groups:
+            groups[group] = [cand]
+            items.append(group)  # placeholder, replaced below to keep the order
+        else:
+            groups[group].append(cand)
+    return [tuple(groups[i]) if isinstance(i, str) else i for i in items]
+
+
+def unpack(items: list[Candidate | tuple[Candidate, ...]]) -> list[Candidate]:
+    return [c for item in items for c in (item if isinstance(item, tuple) else (item,))]
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ShardActor:
     """One faiss shard. A restarted shard comes back empty with a new `generation`; the gate
@@ -87,9 +108,10 @@ class GateActor:
             best = np.maximum(best, sims)
         return best
 
-    async def admit(self, keys: list[str], vectors: np.ndarray) -> list[Decision]:
+    async def admit(self, keys: list[str], vectors: np.ndarray, groups: list[str | None] | None = None) -> list[Decision]:
         async with self.lock:
-            decisions = decide(keys, vectors, await self._best(vectors), self.ledger.seen, self.threshold)
+            best = await self._best(vectors)
+            decisions = decide(keys, vectors, best, self.ledger.seen, self.threshold, groups)
             rows = [i for i, d in enumerate(decisions) if d.accepted]
             if rows:
                 s = self.ledger.smallest()
@@ -136,7 +158,8 @@ class NoveltyWorker:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
         while True:
-            batch: list[Candidate] = await self.queues["novelty"].get_batch.remote(self.cfg.batch_size, 0.5)
+            items = await self.queues["novelty"].get_batch.remote(self.cfg.batch_size, 0.5)
+            batch = unpack(items)
             if not batch:
                 if self.stopping or (await self.queues["novelty"].stats.remote())["closed"]:
                     break
@@ -171,7 +194,8 @@ class NoveltyWorker:
 
     async def _admit_and_route(self, batch: list[Candidate], vectors: np.ndarray) -> None:
         try:
-            decisions = await self.gate.admit.remote([c.id for c in batch], vectors)
+            groups = [c.meta.get("group") for c in batch]
+            decisions = await self.gate.admit.remote([c.id for c in batch], vectors, groups)
             answered, unanswered, rejected = [], {}, {}
             for cand, vector, decision in zip(batch, vectors, decisions, strict=True):
                 cand.similarity = max(decision.similarity, 0.0)

@@ -21,7 +21,8 @@ def _observe(event: dict[str, Any]) -> None:
         metrics.inc("completion_tokens", event["completion_tokens"], **labels)
 
 
-def make_teacher(teacher_config: Any, base_url: str) -> TeacherClient:
-    """A TeacherClient sharing the cluster-wide rate limiter and budget for its endpoint."""
-    gate = teacher_gate(base_url, teacher_config.model, teacher_config.limits, teacher_config.budget)
+def make_teacher(teacher_config: Any, base_url: str, scope: str = "") -> TeacherClient:
+    """A TeacherClient sharing the cluster-wide rate limiter and budget of its run's endpoint."""
+    t = teacher_config
+    gate = teacher_gate(base_url, t.model, t.limits, t.budget, scope=scope)
     return TeacherClient(teacher_config, RemoteLimiter(gate), base_url=base_url, observer=_observe)

@@ -161,7 +161,7 @@ def main() -> None:
         teacher_bound = args.concurrency / args.latency * args.rows_per_call
         result = {"cpus": os.cpu_count(), "texts": len(texts), "encoder_rows_per_s": round(raw, 1),
                   "teacher_bound_rows_per_s": teacher_bound, "ideal_rows_per_s": round(min(raw, teacher_bound), 1)}
-        ray.init(num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
+        ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
         nov = novelty_rate(cands[:2000], threads=2)
         result["novelty_rows_per_s"] = round(nov, 1)
         result["novelty_vs_encoder"] = round(nov / raw, 3)

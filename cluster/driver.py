@@ -75,11 +75,19 @@ def start_ray(address: str | None) -> bool:
 
 
 def teacher_url(config: Config) -> str:
+    """Starts the embedded teacher if asked for, and creates the cluster-wide rate limiter for the
+    endpoint here, so that it lives as long as the driver (a named actor dies with its creator)."""
+    from instructflow.actors.limiter import teacher_gate
+
     if config.teacher.kind == "embedded":
         from instructflow.actors.teacher_serve import start_embedded_teacher
 
-        return start_embedded_teacher(config.teacher.embedded)
-    return config.teacher.base_url
+        base_url = start_embedded_teacher(config.teacher.embedded)
+    else:
+        base_url = config.teacher.base_url
+    t = config.teacher
+    teacher_gate(base_url, t.model, t.limits, t.budget, scope=config.run_id)
+    return base_url
 
 
 def load_topics(config: Config, base_url: str) -> list[str]:
@@ -91,7 +99,7 @@ def load_topics(config: Config, base_url: str) -> list[str]:
     path = Path(config.topics.file)
     if not path.is_absolute():
         path = config.source_dir / path
-    teacher = make_teacher(config.teacher, base_url)
+    teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
     return asyncio.run(load_or_generate_topics(path, teacher, config.topics.count, config.topics.avoid))
 
 
@@ -158,6 +166,19 @@ def resume_index(topo: Topology) -> int:
     return len(ids)
 
 
+def wait_ready(config: Config, topo: Topology, timeout: float = 300.0) -> None:
+    """Waits until every actor has been constructed (model loads, imports), with a clear error."""
+    import ray
+
+    try:
+        snapshot(config, topo, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise RunError(
+            f"the pipeline's actors were not ready within {timeout:.0f} s; the cluster may lack the "
+            "CPUs or custom resources they ask for (see `ray status`)"
+        ) from None
+
+
 def start(topo: Topology) -> None:
     loops = {f"novelty worker {i}": w.run.remote() for i, w in enumerate(topo.workers)}
     loops.update({f"judge {i}": j.run.remote() for i, j in enumerate(topo.judges)})
@@ -183,7 +204,7 @@ def finished_loops(topo: Topology, timeout: float) -> tuple[list[str], str | Non
     return names, failure
 
 
-def snapshot(config: Config, topo: Topology, timeout: float = 10.0) -> Progress:
+def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
     import ray
 
     refs = {
@@ -289,6 +310,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
         base_url = teacher_url(config)
         topics = load_topics(config, base_url)
         topo = build(config, base_url, topics, out)
+        wait_ready(config, topo)
         resumed = resume_index(topo)
         display.note(f"run {config.run_id} -> {out.uri}" + (f" (resuming: {resumed} rows committed)" if resumed else ""))
         start(topo)

@@ -38,7 +38,7 @@ class Embedder:
             # Ray sets OMP_NUM_THREADS=1 for fractional CPUs; the encoder is the hot path, so ask.
             torch.set_num_threads(threads)
         self.model = SentenceTransformer(str(model_path(name)), device=device)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embeds texts as a (len(texts), dim) float32 array of unit vectors."""

@@ -55,24 +55,29 @@ def decide(
     index_best: np.ndarray,
     seen: set[str],
     threshold: float,
+    groups: Sequence[str | None] | None = None,
 ) -> list[Decision]:
     """Admission for one batch. Pure: `seen` is read, not changed.
 
     A candidate is rejected when its exact-duplicate key was seen before or earlier in the batch,
     when its best similarity to the index reaches `threshold`, or when it is that similar to an
-    earlier accepted member of the same batch.
+    earlier accepted member of the same batch. Members of one `group` (e.g. the true and the
+    falsified passage of a counterfactual pair) are meant to be alike and are not compared with
+    each other, only with everything else.
     """
     decisions: list[Decision] = []
     batch_keys: set[str] = set()
     accepted_rows: list[int] = []
+    groups = groups or [None] * len(keys)
     for row, key in enumerate(keys):
         best = float(index_best[row])
         if key in seen or key in batch_keys:
             decisions.append(Decision(False, 1.0, EXACT))
             continue
         batch_keys.add(key)
-        if accepted_rows:
-            best = max(best, float(np.max(vectors[accepted_rows] @ vectors[row])))
+        others = [r for r in accepted_rows if groups[row] is None or groups[r] != groups[row]]
+        if others:
+            best = max(best, float(np.max(vectors[others] @ vectors[row])))
         if best >= threshold:
             decisions.append(Decision(False, best, NEAR))
             continue

@@ -9,6 +9,7 @@ paid teacher is not asked for much more than the target needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -93,10 +94,9 @@ class Producer:
         while self.generating and not self.stopping:
             if not self._may_generate():
                 self._wake.clear()
-                try:  # woken by set_quota or a finished call; the timeout re-checks `generating`
+                # Woken by set_quota or a finished call; the timeout re-checks `generating`.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
-                except TimeoutError:
-                    pass
                 continue
             self.calls_in_flight += 1
             try:

@@ -15,7 +15,7 @@ def ray_local():
     """A real local Ray for the whole session (starting one costs ~5 s on two cores)."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
     yield ray
     ray.shutdown()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM to the process group of `proc`, then SIGKILL if it is still there after `grace_s`."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            # children may outlive the leader for a moment; make sure the group is gone
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class LocalHead:
@@ -38,21 +56,30 @@ class LocalHead:
         )
 
     def __enter__(self) -> LocalHead:
-        self.ray(
-            "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--metrics-export-port={self.metrics_port}", f"--num-cpus={self.num_cpus}",
-            "--disable-usage-stats", "--include-dashboard=true",
+        # --block keeps `ray start` in the foreground as the parent of the head's processes, all in
+        # one new process group: stopping the group stops this head only (`ray stop` would also
+        # stop every other Ray on the machine, such as the test session's own).
+        self.log = open(self.tmp / "ray-start.log", "w")  # noqa: SIM115 - closed in __exit__
+        self.proc = subprocess.Popen(
+            [str(self.bin / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={self.port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+             f"--metrics-export-port={self.metrics_port}", f"--num-cpus={self.num_cpus}",
+             "--disable-usage-stats", "--include-dashboard=true"],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self.tmp / 'ray-start.log'}")
             if self.ray("job", "list", "--address", self.dashboard, check=False).returncode == 0:
                 return self
             time.sleep(0.5)
-        raise TimeoutError(f"the Ray dashboard at {self.dashboard} did not answer within 60 s")
+        self.__exit__()
+        raise TimeoutError(f"the Ray dashboard at {self.dashboard} did not answer within 90 s")
 
     def __exit__(self, *exc: object) -> None:
-        self.ray("stop", "--force", check=False, timeout=60)
+        stop_group(self.proc)
+        self.log.close()
 
     def submit(self, entrypoint: list[str], *, wait: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         import json

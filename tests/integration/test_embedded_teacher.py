@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import urllib.error
 import urllib.request
@@ -56,17 +55,18 @@ def test_engine_answers_chat_and_completion_and_maps_llama_errors() -> None:
 
 @pytest.fixture(scope="module")
 def teacher_url() -> Iterator[str]:
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
     from instructflow.actors.teacher_serve import start_embedded_teacher, stop_embedded_teacher
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield start_embedded_teacher(_settings(), timeout_s=60)
-        stop_embedded_teacher()
-    finally:
-        ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield start_embedded_teacher(_settings(), timeout_s=90)
+            stop_embedded_teacher()
+        finally:
+            ray.shutdown()
 
 
 @pytest.mark.ray

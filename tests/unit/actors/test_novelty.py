@@ -79,3 +79,20 @@ def test_ledger_tracks_contents_and_detects_a_restarted_shard():
     assert not ledger.stale(0, "g1")  # never seen: nothing to compare with
     ledger.generations[0] = "g1"
     assert not ledger.stale(0, "g1") and ledger.stale(0, "g2")
+
+
+def test_members_of_a_group_are_not_compared_with_each_other():
+    vecs = unit([1, 0], [1, 0.05], [1, 0.06])
+    out = decide(["t", "f", "x"], vecs, np.full(3, -1.0), seen=set(), threshold=0.9, groups=["g", "g", None])
+    assert [d.accepted for d in out] == [True, True, False]  # the pair passes; a third look-alike does not
+
+
+def test_pack_keeps_a_group_in_one_queue_item_in_order():
+    from instructflow.actors.novelty import pack, unpack
+    from instructflow.instructors.record import Candidate
+
+    a, b, c = (Candidate("x", f"instruction {i}") for i in range(3))
+    a.meta["group"] = c.meta["group"] = "g"
+    items = pack([a, b, c])
+    assert items == [(a, c), b]
+    assert unpack(items) == [a, c, b]
