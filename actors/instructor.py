@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import ray
+
 from instructflow.actors import metrics
 from instructflow.actors.core.producer import Producer
 from instructflow.actors.novelty import pack

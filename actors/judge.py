@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import ray
+
 from instructflow.actors import metrics
 from instructflow.actors.core.judge import JudgeChain, Outcome
 from instructflow.actors.core.queue import QueueClosed

@@ -17,6 +17,7 @@ import hashlib
 from typing import Any
 
 import ray
+
 from instructflow.actors import metrics
 from instructflow.instructors.teacher.api import BudgetExhausted
 from instructflow.instructors.teacher.limits import RateLimiter

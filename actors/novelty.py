@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import ray
+
 from instructflow.actors import metrics
 from instructflow.actors.core.novelty import EXACT, Decision, NoveltyShard, ShardLedger, decide
 from instructflow.actors.core.queue import QueueClosed

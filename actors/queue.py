@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+
 from instructflow.actors import metrics
 from instructflow.actors.core.queue import BatchQueue
 

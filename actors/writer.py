@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import ray
+
 from instructflow.actors import metrics
 from instructflow.actors.core.manifest import PartEntry
 from instructflow.actors.core.writer import PartWriter

@@ -89,6 +89,7 @@ def steady_rate(out: Path, target: int) -> float:
 
 def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
     import yaml
+
     from instructflow.cluster.config import parse_config
     from instructflow.cluster.driver import run
 
@@ -113,6 +114,7 @@ def novelty_rate(cands: list, threads: int) -> float:
     """Candidates/s through queue -> novelty worker -> gate -> shards -> judge queue."""
     import ray
     import yaml
+
     from instructflow.actors.novelty import GateActor, NoveltyWorker, ShardActor
     from instructflow.actors.queue import QueueActor
     from instructflow.cluster.config import parse_config

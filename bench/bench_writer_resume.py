@@ -14,6 +14,7 @@ import tempfile
 import time
 
 import numpy as np
+
 from instructflow.actors.core.writer import PartWriter
 from instructflow.instructors.record import Candidate
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import yaml
+
 from instructflow.config import CONFIG_DIR
 
 EXIT_CONFIG = 2

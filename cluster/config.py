@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from instructflow.instructors.base import CategoryParams
-from instructflow.instructors.registry import get_instructor
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +22,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from instructflow.instructors.base import CategoryParams
+from instructflow.instructors.registry import get_instructor
 
 
 class ConfigError(ValueError):

@@ -7,10 +7,11 @@ import sys
 import time
 from typing import Any
 
-from instructflow.cluster.accounting import Progress
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
+from instructflow.cluster.accounting import Progress
 
 
 def _rate(count: int, seconds: float) -> str:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from instructflow.cluster.config import Config, ConfigError
 from pyarrow import fs
+
+from instructflow.cluster.config import Config, ConfigError
 
 
 def resolve(location: str) -> tuple[fs.FileSystem, str, str]:

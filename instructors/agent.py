@@ -13,12 +13,13 @@ import re
 from typing import Any
 
 import yaml
+from pydantic import Field
+
 from instructflow.instructors._textparse import code_only, labelled_lines, load_structured
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 from instructflow.instructors.render import load_template
-from pydantic import Field
 
 _REQUEST_LINE = re.compile(r"^[ \t>#*_]*REQUEST\b", re.IGNORECASE | re.MULTILINE)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class CategoryParams(BaseModel):

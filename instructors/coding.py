@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors._textparse import code_only
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from pydantic import Field
 
 PLAIN_MARKER = "PLAINFORMAT"
 _LANGUAGES = [

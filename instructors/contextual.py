@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors._textparse import format_input, parse_inputs, parse_instruction
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from pydantic import Field
 
 _KEYS = [
     "date",

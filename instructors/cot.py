@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from pydantic import Field, model_validator
 
 _SOLUTION = re.compile(r"^\W*Solution\s+(\d{1,2})\s*:", re.IGNORECASE | re.MULTILINE)
 _RANKING = re.compile(r"^\W*Ranking\s*:", re.IGNORECASE | re.MULTILINE)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors._textparse import format_input, labelled_lines, records
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate, normalize_text, text_hash
 from instructflow.instructors.registry import register
 from instructflow.instructors.render import load_template
 from instructflow.instructors.teacher.api import RequestFailed, Teacher
-from pydantic import Field
 
 
 class CounterfactualParams(CategoryParams):

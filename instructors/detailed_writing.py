@@ -8,6 +8,8 @@ import asyncio
 import re
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors._textparse import labelled_lines, word_count
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
@@ -15,7 +17,6 @@ from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
-from pydantic import Field
 
 _NUMBER = re.compile(r"\d{1,3}(?:[,.\u202f ]\d{3})+|\d+")
 _STAGES = {  # call name -> variables of prompts/detailed_writing.<call>.j2

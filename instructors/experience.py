@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors._textparse import records, word_count
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from pydantic import Field
 
 
 class ExperienceParams(CategoryParams):

@@ -7,11 +7,12 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors._textparse import records
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate, normalize_text
 from instructflow.instructors.registry import register
-from pydantic import Field
 
 _LETTERS = string.ascii_uppercase[:8]
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from instructflow.instructors._textparse import code_only
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 from instructflow.instructors.render import load_template
-from pydantic import Field, model_validator
 
 _TOOLS = {
     "WebSearch": "searches the internet for the input query and returns result snippets with their links",

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from instructflow.prompts import PROMPTS_DIR
 from jinja2 import meta
+
+from instructflow.prompts import PROMPTS_DIR
 
 # Variables every template may use without declaring them; the base instructor always supplies them.
 COMMON_VARIABLES = frozenset({"language", "readability", "avoid_topics"})

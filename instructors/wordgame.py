@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from pydantic import Field
 
 _GAMES = [
     "sentences or short paragraphs in which every word starts with the same letter",

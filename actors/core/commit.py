@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from instructflow.actors.core import exports
 from instructflow.actors.core.manifest import DATA_DIR, MANIFEST, PartEntry, part_file
 from instructflow.actors.core.recovery import Recovered

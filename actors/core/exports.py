@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from instructflow.actors.core.manifest import MANIFEST, PartEntry, read_manifest
 from instructflow.actors.core.storage import OutputError, Store, open_store, temp_name
 

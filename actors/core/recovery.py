@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from instructflow.actors.core import exports
 from instructflow.actors.core.manifest import (
     DATA_DIR,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+
 from instructflow.instructors.record import Candidate
 
 SCHEMA_VERSION = "1"

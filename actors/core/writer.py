@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
+
 from instructflow.actors.core import exports as _exports
 from instructflow.actors.core.commit import PartCommitter
 from instructflow.actors.core.manifest import PartEntry

@@ -31,6 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+from openai.types import Completion
+from openai.types.chat import ChatCompletion
+
 from instructflow.instructors.teacher.api import (
     CALL_HEADER,
     CATEGORY_HEADER,
@@ -45,8 +48,6 @@ from instructflow.instructors.teacher.tokens import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
-from openai.types import Completion
-from openai.types.chat import ChatCompletion
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,11 @@ from collections import Counter
 from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
 from instructflow.instructors.teacher.stubtext import ReplyWriter
 from instructflow.prompts import PROMPTS_DIR
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Probabilistic faults, drawn in this fixed order for every request so that one request's draws
 # never depend on which switches are on (determinism for a given seed and request order).

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from instructflow.actors.core.novelty import EXACT, NEAR, NoveltyIndex, NoveltyShard, decide
 
 

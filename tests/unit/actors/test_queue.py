@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from instructflow.actors.core.queue import BatchQueue, QueueClosed
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from instructflow.actors.core.manifest import PartEntry
 from instructflow.actors.core.storage import LocalStore, OutputError
 from instructflow.actors.core.writer import PartWriter

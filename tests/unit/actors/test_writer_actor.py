@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from instructflow.instructors.record import Candidate
 
 pytestmark = pytest.mark.ray

@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from instructflow.actors.core.commit import STAGES
 from instructflow.actors.core.exports import INSTRUCTIONS, read_part
 from instructflow.actors.core.manifest import MANIFEST, read_manifest

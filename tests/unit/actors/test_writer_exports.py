@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from instructflow.actors.core.exports import export_dataset
 from instructflow.actors.core.schema import COLUMN_DOCS, ROW_SCHEMA, rows_to_table, table_to_rows
 from instructflow.actors.core.storage import OutputError

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from instructflow.actors.core import storage
 from instructflow.actors.core.storage import OutputError
 from instructflow.actors.core.writer import PartWriter

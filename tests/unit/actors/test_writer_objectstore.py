@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+
 from instructflow.actors.core.storage import ArrowStore, LocalStore
 from instructflow.actors.core.writer import PartWriter
 from instructflow.instructors.record import Candidate

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from instructflow.instructors import registry
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.teacher.api import Reply

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from instructflow.instructors.plan import check_plan
 
 TOOLS = {"WebSearch", "QAModel", "PageReader"}

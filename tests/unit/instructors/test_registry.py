@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from instructflow.instructors import registry
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from instructflow.instructors._textparse import (
     code_only,
     format_input,

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from instructflow.actors.metrics import METRICS
 from instructflow.cluster import dashboard
 from instructflow.cluster.dashboard import PANELS, panel_queries, sel

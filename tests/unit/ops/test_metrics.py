@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from instructflow.actors import metrics
 from instructflow.actors.metrics import METRICS, MetricLabelError
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from instructflow.actors.metrics import METRICS
 
 # Runs in a child process so that its Ray (with a fixed metrics port) is independent of any other

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from instructflow.cluster.config import TeacherConfig
 from instructflow.instructors.teacher.stub import StubTeacher
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+
 from instructflow.cluster.config import Budget, Limits, Price
 from instructflow.instructors.teacher.api import BudgetExhausted
 from instructflow.instructors.teacher.limits import RateLimiter

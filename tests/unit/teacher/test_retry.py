@@ -7,6 +7,7 @@ import random
 from email.utils import formatdate
 
 import pytest
+
 from instructflow.instructors.teacher.retry import (
     Backoff,
     ManualClock,

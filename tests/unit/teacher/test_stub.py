@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+
 from instructflow.instructors import registry
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
 from instructflow.instructors.teacher.stub import StubTeacher

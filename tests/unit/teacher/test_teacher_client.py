@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+
 from instructflow.cluster.config import Budget, Limits
 from instructflow.instructors.teacher.api import (
     BudgetExhausted,

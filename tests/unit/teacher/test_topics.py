@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from instructflow.instructors.teacher.api import Reply, RequestFailed
 from instructflow.instructors.teacher.client import TeacherClient
 from instructflow.instructors.teacher.stub import StubTeacher
