@@ -19,14 +19,15 @@ from typing import Any, Protocol
 import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.exceptions import HTTPException
+
 from instructflow.instructors.teacher.llama import (
     EmbeddedSettings,
     EngineRequestError,
     LlamaEngine,
     locate_model,
 )
-from ray import serve
-from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import openai
 import pytest
+
 from instructflow.instructors.teacher.llama import EngineRequestError, LlamaEngine
 
 MODEL = "smollm2-135m"
@@ -26,7 +27,9 @@ def _free_port() -> int:
 
 
 def _settings(**overrides: object) -> SimpleNamespace:
-    values = {"model": MODEL, "host": "127.0.0.1", "port": _free_port(), "parallel": 2, "context": 2048, "threads": 2}
+    # One llama thread: with two on a busy 2-core machine, a descheduled thread stalls the other at
+    # every barrier, and a 30-token reply can take tens of seconds.
+    values = {"model": MODEL, "host": "127.0.0.1", "port": _free_port(), "parallel": 2, "context": 2048, "threads": 1}
     return SimpleNamespace(**{**values, **overrides})
 
 
@@ -56,6 +59,7 @@ def test_engine_answers_chat_and_completion_and_maps_llama_errors() -> None:
 @pytest.fixture(scope="module")
 def teacher_url() -> Iterator[str]:
     import ray
+
     from instructflow.actors.teacher_serve import start_embedded_teacher, stop_embedded_teacher
 
     with pytest.MonkeyPatch.context() as env:
