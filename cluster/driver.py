@@ -10,6 +10,7 @@ ones before it instead of growing memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -103,6 +104,11 @@ def load_topics(config: Config, base_url: str) -> list[str]:
     return asyncio.run(load_or_generate_topics(path, teacher, config.topics.count, config.topics.avoid))
 
 
+def actor_name(config: Config, role: str) -> str:
+    """Name of one of the run's actors, e.g. `3f2a9c1b7d4e/writer` or `.../instructor:general:0`."""
+    return f"{config.run_id}/{role}"
+
+
 def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> Topology:
     """Creates every actor; nothing runs until `start`."""
     from instructflow.actors.instructor import InstructorActor
@@ -111,15 +117,15 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
     from instructflow.actors.queue import QueueActor
     from instructflow.actors.writer import WriterActor
 
+    def named(cls: Any, name: str, **options: Any) -> Any:
+        # Named per run, so operators (and fault-injection tests) can find each actor.
+        return cls.options(name=actor_name(config, name), **options)
+
     q = config.queues
-    queues = {
-        "novelty": QueueActor.remote("novelty", q.novelty),
-        "judge": QueueActor.remote("judge", q.judge),
-        "writer": QueueActor.remote("writer", q.writer),
-    }
-    for name in config.categories:
-        queues[f"answer:{name}"] = QueueActor.remote(f"answer:{name}", q.answer)
-    writer = WriterActor.remote(
+    sizes = {"novelty": q.novelty, "judge": q.judge, "writer": q.writer}
+    sizes.update({f"answer:{name}": q.answer for name in config.categories})
+    queues = {name: named(QueueActor, f"queue:{name}").remote(name, size) for name, size in sizes.items()}
+    writer = named(WriterActor, "writer").remote(
         out.uri,
         targets={n: p.count for n, p in config.categories.items()},
         rows_per_part=config.writer.rows_per_part,
@@ -129,16 +135,18 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
         exports=list(config.writer.exports),
     )
     worker_opts, shard_opts = novelty_placement(config)
-    shards = [ShardActor.options(**shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
-    gate = GateActor.remote(shards, config.novelty.threshold)
+    shards = [named(ShardActor, f"shard:{i}", **shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
+    gate = named(GateActor, "gate").remote(shards, config.novelty.threshold)
     workers = [
-        NoveltyWorker.options(**worker_opts).remote(config, queues, gate, writer)
-        for _ in range(config.novelty.embedders)
+        named(NoveltyWorker, f"embedder:{i}", **worker_opts).remote(config, queues, gate, writer)
+        for i in range(config.novelty.embedders)
     ]
-    judges = [JudgeActor.remote(config, base_url, queues, writer) for _ in range(config.judge.replicas)]
+    judges = [
+        named(JudgeActor, f"judge:{i}").remote(config, base_url, queues, writer) for i in range(config.judge.replicas)
+    ]
     instructors = {
         name: [
-            InstructorActor.remote(config, name, r, base_url, topics, queues, writer)
+            named(InstructorActor, f"instructor:{name}:{r}").remote(config, name, r, base_url, topics, queues, writer)
             for r in range(params.replicas)
         ]
         for name, params in config.categories.items()
@@ -298,6 +306,24 @@ def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> Non
     ray.get(topo.writer.close.remote())
 
 
+def teardown(config: Config, topo: Topology | None, base_url: str | None) -> None:
+    """Kills the run's actors (and its teacher gate) so a later run in the same Ray can reuse names."""
+    import ray
+
+    from instructflow.actors.limiter import gate_name
+
+    handles = [] if topo is None else [
+        *topo.queues.values(), topo.gate, *topo.shards, *topo.workers, *topo.judges, topo.writer,
+        *topo.all_instructors(),
+    ]
+    if base_url is not None:
+        with contextlib.suppress(ValueError):  # not created yet
+            handles.append(ray.get_actor(gate_name(base_url, config.teacher.model, config.run_id)))
+    for handle in handles:
+        with contextlib.suppress(Exception):  # already dead is fine
+            ray.kill(handle, no_restart=True)
+
+
 def run(config: Config, address: str | None = None, *, allow_config_change: bool = False) -> Progress:
     """Runs one generation job to completion (or drain) and returns the final progress."""
     import ray
@@ -306,6 +332,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
     out = OutputDir.open(config, allow_config_change=allow_config_change)
     started_here = start_ray(address)
     display = Display(config, mode=config.run.display)
+    topo, base_url = None, None
     try:
         base_url = teacher_url(config)
         topics = load_topics(config, base_url)
@@ -324,5 +351,6 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
             raise RunError(reason.removeprefix("fatal: "))
         return final
     finally:
+        teardown(config, topo, base_url)
         if started_here:
             ray.shutdown()
