@@ -36,7 +36,9 @@ class InstructorActor:
 
         params = config.categories[category]
         rng = random.Random(f"{config.run.seed}:{category}:{replica}")
-        instructor = get_instructor(category)(params, topics=topics, avoid_topics=config.topics.avoid, rng=rng)
+        instructor = get_instructor(category)(
+            params, topics=topics, avoid_topics=config.topics.avoid, rng=rng, prompts_dir=config.prompts_path
+        )
         self.category = category
         self.writer = writer
         self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id)

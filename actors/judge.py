@@ -20,7 +20,7 @@ class JudgeActor:
     """One member of the judge pool; LLM judging runs several candidates concurrently."""
 
     def __init__(self, config: Any, base_url: str | None, queues: dict[str, Any], writer: Any) -> None:
-        self.chain = JudgeChain(config.judge.rules, config.judge.llm)
+        self.chain = JudgeChain(config.judge.rules, config.judge.llm, config.prompts_path)
         self.teacher = None
         if config.judge.llm.enabled and base_url:
             from instructflow.actors.teacher import make_teacher

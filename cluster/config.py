@@ -185,6 +185,7 @@ class Run(_Strict):
     seed: int = 0
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
     display: Literal["auto", "live", "plain", "off"] = "auto"
+    prompts_dir: str | None = None  # templates here override the packaged ones of the same name
 
 
 class Config(_Strict):
@@ -248,6 +249,15 @@ class Config(_Strict):
         data["categories"] = {k: v.model_dump(mode="json") for k, v in self.categories.items()}
         return data
 
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config, relative ones taken from the config file's directory."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.source_dir / path
+
+    @property
+    def prompts_path(self) -> Path | None:
+        return self.resolve_path(self.run.prompts_dir) if self.run.prompts_dir else None
+
     def total_target(self) -> int:
         return sum(p.count for p in self.categories.values())
 
@@ -304,12 +314,23 @@ def parse_config(text: str, path: str = "<string>", overrides: dict[str, Any] | 
     try:
         config = Config.model_validate(data)
         config._source = path
+        _resolve_files(config)
         return config
     except ValidationError as exc:
         raise ConfigError(_format_validation(path, text, exc)) from None
     except KeyError as exc:  # unknown category
         line = _key_line(text, ("categories", exc.args[0] if exc.args else ""))
         raise ConfigError(f"{path}:{line or '?'}: categories: {exc.args[-1]}") from None
+
+
+def _resolve_files(config: Config) -> None:
+    """Category options naming a file (`*_file`) become absolute, relative to the config file, so
+    actors on other nodes or with another working directory read the same file."""
+    for params in config.categories.values():
+        for name in type(params).model_fields:
+            value = getattr(params, name)
+            if name.endswith("_file") and isinstance(value, str):
+                object.__setattr__(params, name, str(config.resolve_path(value)))
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

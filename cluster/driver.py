@@ -16,7 +16,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from instructflow.cluster.accounting import Progress, collect, quotas
@@ -48,13 +47,27 @@ class Topology:
 
 
 def preflight(config: Config) -> None:
-    """Everything that can be checked before Ray starts or a request is paid for."""
+    """Everything that can be checked before Ray starts or a request is paid for: templates (with
+    their declared variables), seed and topics files, the API key variable."""
     from instructflow.actors.core.judge import JudgeChain
     from instructflow.instructors.registry import get_instructor
+    from instructflow.instructors.teacher.topics import TopicsError, read_topics
 
     for name, params in config.categories.items():
-        get_instructor(name)(params)  # loads and checks its templates
-    JudgeChain(config.judge.rules, config.judge.llm)
+        try:
+            get_instructor(name)(params, prompts_dir=config.prompts_path)  # loads and checks templates
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{config.source}: categories.{name}: {exc}") from None
+    try:
+        JudgeChain(config.judge.rules, config.judge.llm, config.prompts_path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{config.source}: judge.llm: {exc}") from None
+    topics = config.topics.file and config.resolve_path(config.topics.file)
+    if topics and topics.exists():
+        try:
+            read_topics(topics, config.topics.avoid)
+        except (TopicsError, OSError) as exc:
+            raise ConfigError(f"{config.source}: topics.file: {exc}") from None
     teacher = config.teacher
     if teacher.kind == "openai" and teacher.api_key_env and not os.environ.get(teacher.api_key_env):
         raise ConfigError(
@@ -70,7 +83,8 @@ def start_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
-    started_here = address is None and not os.environ.get("RAY_ADDRESS")
+    # "local" always starts a private Ray, even when a `ray start` cluster runs on this machine.
+    started_here = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, logging_level=logging.WARNING)
     return started_here
 
@@ -97,9 +111,7 @@ def load_topics(config: Config, base_url: str) -> list[str]:
     from instructflow.actors.teacher import make_teacher
     from instructflow.instructors.teacher.topics import load_or_generate_topics
 
-    path = Path(config.topics.file)
-    if not path.is_absolute():
-        path = config.source_dir / path
+    path = config.resolve_path(config.topics.file)
     teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
     return asyncio.run(load_or_generate_topics(path, teacher, config.topics.count, config.topics.avoid))
 

@@ -19,7 +19,6 @@ from instructflow.instructors._textparse import code_only, labelled_lines, load_
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from instructflow.instructors.render import load_template
 
 _REQUEST_LINE = re.compile(r"^[ \t>#*_]*REQUEST\b", re.IGNORECASE | re.MULTILINE)
 
@@ -42,7 +41,7 @@ class Agent(Instructor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.system_template = load_template(
+        self.system_template = self.load_template(
             f"{self.category}.system", frozenset({"functions", "fmt"})
         )
 

@@ -10,6 +10,7 @@ with the category's system prompt) or declare `response_variables` and ship
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,15 +53,21 @@ class Instructor:
         topics: list[str] | None = None,
         avoid_topics: list[str] | None = None,
         rng: random.Random | None = None,
+        prompts_dir: Path | None = None,
     ) -> None:
         self.params = params
         self.topics = list(topics or [])
         self.avoid_topics = list(avoid_topics or [])
         self.rng = rng or random.Random()
-        self.template: PromptTemplate = load_template(self.category, self.variables)
+        self.prompts_dir = prompts_dir
+        self.template: PromptTemplate = self.load_template(self.category, self.variables)
         self.response_template: PromptTemplate | None = None
         if self.response_variables is not None:
-            self.response_template = load_template(f"{self.category}.response", self.response_variables)
+            self.response_template = self.load_template(f"{self.category}.response", self.response_variables)
+
+    def load_template(self, name: str, declared: frozenset[str]) -> PromptTemplate:
+        """A checked template, from the run's prompts directory when it overrides this one."""
+        return load_template(name, declared, override=self.prompts_dir)
 
     # -- the verbs a category implements -------------------------------------------------------
     def choose(self) -> dict[str, Any]:

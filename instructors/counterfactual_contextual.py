@@ -23,7 +23,6 @@ from instructflow.instructors._textparse import format_input, labelled_lines, re
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate, normalize_text, text_hash
 from instructflow.instructors.registry import register
-from instructflow.instructors.render import load_template
 from instructflow.instructors.teacher.api import RequestFailed, Teacher
 
 
@@ -45,7 +44,7 @@ class CounterfactualContextual(Instructor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.falsify_template = load_template(
+        self.falsify_template = self.load_template(
             f"{self.category}.falsify", frozenset({"passage", "question"})
         )
         # Pair keys already emitted by this replica (16 hex digits each: ~100 bytes a pair).

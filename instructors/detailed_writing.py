@@ -15,7 +15,7 @@ from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from instructflow.instructors.render import PromptTemplate, load_template
+from instructflow.instructors.render import PromptTemplate
 from instructflow.instructors.teacher.api import Reply, Teacher
 
 _NUMBER = re.compile(r"\d{1,3}(?:[,.\u202f ]\d{3})+|\d+")
@@ -53,7 +53,7 @@ class DetailedWriting(Instructor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stage_templates: dict[str, PromptTemplate] = {
-            call: load_template(f"{self.category}.{call}", frozenset(names))
+            call: self.load_template(f"{self.category}.{call}", frozenset(names))
             for call, names in _STAGES.items()
         }
 

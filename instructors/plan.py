@@ -17,7 +17,6 @@ from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
-from instructflow.instructors.render import load_template
 
 _TOOLS = {
     "WebSearch": "searches the internet for the input query and returns result snippets with their links",
@@ -85,7 +84,7 @@ class Plan(Instructor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.system_template = load_template(f"{self.category}.system", frozenset({"tools"}))
+        self.system_template = self.load_template(f"{self.category}.system", frozenset({"tools"}))
 
     def choose(self) -> dict[str, Any]:
         core = list(self.params.core_tools)

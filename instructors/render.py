@@ -53,13 +53,19 @@ class PromptTemplate:
             raise TemplateError(f"{self.path}: {exc.message}") from None
 
 
-def load_template(name: str, declared: frozenset[str], directory: Path = PROMPTS_DIR) -> PromptTemplate:
-    """Loads `prompts/<name>.j2` and checks it uses exactly the declared variables.
+def load_template(
+    name: str, declared: frozenset[str], directory: Path = PROMPTS_DIR, override: Path | None = None
+) -> PromptTemplate:
+    """Loads `<name>.j2` and checks it uses exactly the declared variables.
 
-    A variable the template uses but the instructor does not declare (or the other way round) is an
-    error here, when the instructor loads, before any request is paid for.
+    The file comes from `override` (the run's `run.prompts_dir`) when it has one of that name, else
+    from `directory` (the packaged prompts). A variable the template uses but the instructor does
+    not declare (or the other way round) is an error here, when the instructor loads, before any
+    request is paid for.
     """
     path = directory / f"{name}.j2"
+    if override is not None and (override / f"{name}.j2").is_file():
+        path = override / f"{name}.j2"
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from instructflow.instructors.record import Candidate
@@ -81,10 +82,13 @@ def parse_judgement(reply: str) -> tuple[float | None, str | None]:
 class JudgeChain:
     """Rules, then the LLM judge when `llm.enabled`. One instance per judge actor."""
 
-    def __init__(self, rules: Any, llm: Any) -> None:
+    def __init__(self, rules: Any, llm: Any, prompts_dir: Path | None = None) -> None:
         self.rules = RuleFilter(rules)
         self.llm = llm
-        self.template = load_template(llm.template, frozenset({"category", "instruction", "response"})) if llm.enabled else None
+        self.template = None
+        if llm.enabled:
+            declared = frozenset({"category", "instruction", "response"})
+            self.template = load_template(llm.template, declared, override=prompts_dir)
 
     async def judge(self, cand: Candidate, teacher: Teacher | None) -> Outcome:
         """Fills `verdict`/`score` on the candidate and says whether it is accepted."""
@@ -95,8 +99,7 @@ class JudgeChain:
             cand.verdict = "rules_passed"
             return Outcome(True)
         prompt = self.template.render(
-            {"category": cand.category, "instruction": cand.instruction, "response": cand.response or "",
-             "language": "", "readability": "", "avoid_topics": ""}
+            {"category": cand.category, "instruction": cand.instruction, "response": cand.response or ""}
         )
         reply = await teacher.chat(
             [{"role": "user", "content": prompt}], category=cand.category, call="judge",

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_local():
-    """A real local Ray for the whole session (starting one costs ~5 s on two cores)."""
+    """A real local Ray shared by the integration tests (starting one costs ~5 s on two cores);
+    shut down after the package so unit tests can start their own."""
     import ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=port)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _metrics_export_port=port)
 
     @ray.remote(num_cpus=0.1)
     class Recorder:
