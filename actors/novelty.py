@@ -77,11 +77,13 @@ class GateActor:
     candidate in that resembles a row that was never written.
     """
 
-    def __init__(self, shards: list[Any], threshold: float, dim: int = 384) -> None:
-        self.shards = shards
+    def __init__(self, shard_names: list[str], threshold: float, dim: int = 384) -> None:
+        # Shards are found by name: handles as constructor arguments would live in the object store,
+        # and a restart could not rebuild the gate once they were gone.
+        self.shards = [ray.get_actor(name) for name in shard_names]
         self.threshold = threshold
         self.dim = dim
-        self.ledger = ShardLedger(len(shards))
+        self.ledger = ShardLedger(len(self.shards))
         self.lock = asyncio.Lock()
         self.refills = 0
 

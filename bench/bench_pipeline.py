@@ -126,8 +126,8 @@ def novelty_rate(cands: list, threads: int) -> float:
     queues = {"novelty": QueueActor.remote("novelty", len(cands) + 1),
               "judge": QueueActor.remote("judge", len(cands) + 1),
               "answer:trivia": QueueActor.remote("answer:trivia", len(cands) + 1)}
-    shards = [ShardActor.remote(i, 384) for i in range(2)]
-    gate = GateActor.remote(shards, 0.9)
+    shards = [ShardActor.options(name=f"bench/shard:{i}").remote(i, 384) for i in range(2)]
+    gate = GateActor.remote([f"bench/shard:{i}" for i in range(2)], 0.9)
     worker = NoveltyWorker.options(num_cpus=1).remote(config, queues, gate, None)
     ray.get(worker.stats.remote())  # model loaded
     started = time.perf_counter()

@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+YIELD_PRIOR = 4
+
 
 @dataclass
 class Progress:
@@ -18,6 +20,7 @@ class Progress:
     committed: Counter[str] = field(default_factory=Counter)
     generated: Counter[str] = field(default_factory=Counter)
     resolved: Counter[str] = field(default_factory=Counter)  # finally rejected, dropped or accepted
+    surplus: Counter[str] = field(default_factory=Counter)  # skipped by the writer (over target, repeated id)
     rejects: Counter[str] = field(default_factory=Counter)  # by reason, every stage
     failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
     queue_depths: dict[str, int] = field(default_factory=dict)
@@ -26,19 +29,28 @@ class Progress:
     completion_tokens: int = 0
     outcomes: list[str] = field(default_factory=list)  # why instructors ended early
     vectors: int = 0
+    # Set by the driver once the pipeline has looked empty for a while: candidates still counted
+    # as in flight were lost (an actor restarted while holding them) and must be made up for.
+    assume_lost: bool = False
 
     @property
     def pipeline_items(self) -> int:
-        """An upper bound on the candidates anywhere between generation and the writer."""
+        """Candidates visible in queues and inside actors (not those in transit between them)."""
         return sum(self.queue_depths.values()) + self.held
 
     def in_flight(self, category: str) -> int:
-        raw = self.generated[category] - self.resolved[category]
-        return max(0, min(raw, self.pipeline_items))
+        """Generated candidates of `category` not yet accepted or finally rejected."""
+        raw = max(0, self.generated[category] - self.resolved[category])
+        return min(raw, self.pipeline_items) if self.assume_lost else raw
 
     def yield_rate(self, category: str) -> float:
-        """Share of generated candidates that end up accepted (smoothed, 0.05..1)."""
-        rate = (self.accepted[category] + 1) / (self.resolved[category] + 1)
+        """Share of generated candidates that end up accepted (0.05..1).
+
+        Rows the writer skipped as surplus are not a loss of quality and do not count; a prior of a
+        few accepted rows keeps the first rejections from looking like a collapse in yield.
+        """
+        judged = self.resolved[category] - self.surplus[category]
+        rate = (self.accepted[category] + YIELD_PRIOR) / (judged + YIELD_PRIOR)
         return min(1.0, max(0.05, rate))
 
     def done(self, category: str) -> bool:
@@ -85,6 +97,7 @@ def collect(
     p.committed.update(writer.get("committed", {}))
     p.resolved.update(writer.get("accepted", {}))
     p.resolved.update(writer.get("skipped_by_category", {}))
+    p.surplus.update(writer.get("skipped_by_category", {}))
     p.rejects.update({f"writer:{k}": v for k, v in writer.get("skipped", {}).items()})
     for s in instructors:
         cat = s["category"]

@@ -32,6 +32,10 @@ class Display:
         self.live: Live | None = None
         self.first_committed: dict[str, int] | None = None
 
+    def restart_clock(self) -> None:
+        """Rates count from here (the pipeline starting), not from Ray's start-up."""
+        self.started = time.monotonic()
+
     def note(self, message: str) -> None:
         if self.mode != "off":
             self.console.print(f"[bold]instructflow[/bold] {message}")
@@ -47,7 +51,7 @@ class Display:
                 self.live.update(self.render(progress))
         elif self.mode == "plain" and time.monotonic() - self.last_plain >= 5:
             self.last_plain = time.monotonic()
-            self.console.print(self.line(progress), highlight=False)
+            self.console.print(self.line(progress), highlight=False, soft_wrap=True)
 
     def line(self, p: Progress) -> str:
         elapsed = time.monotonic() - self.started

@@ -25,6 +25,9 @@ from instructflow.cluster.output import OutputDir
 
 log = logging.getLogger(__name__)
 NAMESPACE = "instructflow"
+# A snapshot races with candidates in transit between actors, so "nothing visible" is only believed
+# (and unresolved candidates written off as lost) after this many quiet control ticks in a row.
+LOST_AFTER_QUIET_TICKS = 4
 
 
 class RunError(RuntimeError):
@@ -148,7 +151,8 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
     )
     worker_opts, shard_opts = novelty_placement(config)
     shards = [named(ShardActor, f"shard:{i}", **shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
-    gate = named(GateActor, "gate").remote(shards, config.novelty.threshold)
+    shard_names = [actor_name(config, f"shard:{i}") for i in range(config.novelty.shards)]
+    gate = named(GateActor, "gate").remote(shard_names, config.novelty.threshold)
     workers = [
         named(NoveltyWorker, f"embedder:{i}", **worker_opts).remote(config, queues, gate, writer)
         for i in range(config.novelty.embedders)
@@ -184,6 +188,13 @@ def resume_index(topo: Topology) -> int:
     if len(ids):
         ray.get(topo.gate.seed.remote(list(ids), vectors))
     return len(ids)
+
+
+def actor_count(config: Config) -> int:
+    n = config.novelty
+    queues = 3 + len(config.categories)
+    instructors = sum(p.replicas for p in config.categories.values())
+    return queues + instructors + n.shards + n.embedders + config.judge.replicas + 3  # gate, writer, teacher gate
 
 
 def wait_ready(config: Config, topo: Topology, timeout: float = 300.0) -> None:
@@ -268,8 +279,11 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
     """Runs the control loop until every target is met, producers end, or a signal arrives."""
     replicas = {n: p.replicas for n, p in config.categories.items()}
     stopped: set[str] = set()
+    quiet = 0  # consecutive snapshots in which the pipeline held nothing
     while True:
         progress = snapshot(config, topo)
+        quiet = quiet + 1 if progress.pipeline_items == 0 else 0
+        progress.assume_lost = quiet >= LOST_AFTER_QUIET_TICKS
         display.update(progress)
         fatal = next((o for o in progress.outcomes if o.startswith("fatal")), None)
         if fatal:
@@ -315,7 +329,16 @@ def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> Non
         ray.get(topo.queues[name].close.remote())
     remaining = max(5.0, deadline - time.monotonic())
     finished_loops(topo, timeout=remaining)
-    ray.get(topo.writer.close.remote())
+    try:
+        ray.get(topo.writer.close.remote())
+    except ray.exceptions.RayTaskError as exc:
+        # Closing flushes what is pending; when that fails (e.g. the disk is still full) the
+        # committed parts are untouched. Say so in one line instead of a Ray traceback.
+        cause = str(getattr(exc, "cause", None) or exc)
+        if not reason.startswith("fatal"):
+            raise RunError(f"writer failed while closing: {cause}") from None
+        if cause not in reason:  # else the run already stops for this very failure
+            log.warning("writer failed while closing: %s", cause)
 
 
 def teardown(config: Config, topo: Topology | None, base_url: str | None) -> None:
@@ -342,8 +365,9 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
 
     preflight(config)
     out = OutputDir.open(config, allow_config_change=allow_config_change)
-    started_here = start_ray(address)
     display = Display(config, mode=config.run.display)
+    display.note(f"run {config.run_id}: starting Ray and {actor_count(config)} actors")
+    started_here = start_ray(address)
     topo, base_url = None, None
     try:
         base_url = teacher_url(config)
@@ -352,6 +376,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
         wait_ready(config, topo)
         resumed = resume_index(topo)
         display.note(f"run {config.run_id} -> {out.uri}" + (f" (resuming: {resumed} rows committed)" if resumed else ""))
+        display.restart_clock()
         start(topo)
         with _Signals() as signals:
             progress, reason = steer(config, topo, display, signals)

@@ -31,8 +31,13 @@ class Embedder:
     def __init__(self, name: str = "all-MiniLM-L6-v2", threads: int | None = None, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
         if threads:
             # Ray sets OMP_NUM_THREADS=1 for fractional CPUs; the encoder is the hot path, so ask.

@@ -20,10 +20,17 @@ def test_quota_splits_over_replicas_and_counts_what_is_in_flight():
 
 def test_low_yield_asks_for_more_and_in_flight_is_bounded_by_what_the_pipeline_holds():
     p = progress(accepted={"a": 10}, generated={"a": 100}, resolved={"a": 40})
-    # 60 unresolved but the queues are empty: an actor restart lost them, do not wait for them
+    assert p.in_flight("a") == 60  # may be in transit between actors: still counted
+    # once the driver has seen the pipeline empty for a while, they are written off as lost
+    p.assume_lost = True
     assert p.in_flight("a") == 0
-    # yield (10+1)/(40+1); 90 rows missing -> ceil(90 / 0.268) candidates
-    assert quotas(p, {"a": 1}) == {"a": 336}
+    # yield (10+4)/(40+4); 90 rows missing -> ceil(90 / 0.318) candidates
+    assert quotas(p, {"a": 1}) == {"a": 283}
+
+
+def test_writer_surplus_does_not_lower_the_yield():
+    p = progress(accepted={"a": 10}, generated={"a": 30}, resolved={"a": 30}, surplus={"a": 20})
+    assert p.yield_rate("a") == 1.0
 
 
 def test_done_targets_get_no_quota():
@@ -51,3 +58,5 @@ def test_collect_sums_actor_stats():
     assert p.held == 3 and p.pipeline_items == 6
     assert p.prompt_tokens == 10 and p.outcomes == ["budget"]
     assert p.in_flight("a") == 2
+    p.assume_lost = True
+    assert p.in_flight("a") == 2  # the pipeline holds 6, so the 2 are plausibly there
