@@ -65,8 +65,9 @@ class WriterActor:
                 self.core.maybe_flush()
                 self.error = None
             except Exception as exc:  # kept for stats; the next add/flush raises it to the caller
+                if str(exc) != self.error:  # once per distinct failure, not every tick of a full disk
+                    log.error("timed flush failed: %s", exc)
                 self.error = str(exc)
-                log.error("timed flush failed: %s", exc)
 
     async def add(self, candidates: list[Candidate]) -> dict[str, int]:
         """Accepts rows (see `PartWriter.add`)."""
