@@ -113,3 +113,13 @@ def test_starting_again_returns_the_running_teacher(teacher_url: str) -> None:
 
     port = int(teacher_url.rsplit(":", 1)[1].split("/", 1)[0])
     assert start_embedded_teacher(_settings(port=port), timeout_s=5) == teacher_url
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_second_port_on_the_same_serve_fails_fast_naming_the_running_one(teacher_url: str) -> None:
+    from instructflow.actors.teacher_serve import start_embedded_teacher
+
+    running = teacher_url.rsplit(":", 1)[1].split("/", 1)[0]
+    with pytest.raises(RuntimeError, match=f"127.0.0.1:{running}"):
+        start_embedded_teacher(_settings(), timeout_s=5)
