@@ -66,7 +66,11 @@ class InstructorActor:
     async def run(self) -> str | None:
         """Runs until stopped; returns why it ended early ("budget", "fatal: ...") or None."""
         await self.producer.run()
-        self._ship_dead_letters()
+        letters = self.producer.take_dead_letters()
+        if letters:
+            # Awaited: the driver closes the writer once this returns, and letters arriving after
+            # the close would never be written.
+            await self.writer.dead_letter.remote(letters)
         return self.producer.outcome
 
     def set_quota(self, quota: int) -> None:
