@@ -23,6 +23,9 @@ class Progress:
     surplus: Counter[str] = field(default_factory=Counter)  # skipped by the writer (over target, repeated id)
     rejects: Counter[str] = field(default_factory=Counter)  # by reason, every stage
     failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
+    requests: Counter[str] = field(default_factory=Counter)  # teacher attempts by status class, retries included
+    retries: int = 0  # failed attempts that were tried again (429s, 5xx, hangs, garbled replies, ...)
+    replies: int = 0  # attempts that brought back a usable reply
     queue_depths: dict[str, int] = field(default_factory=dict)
     held: int = 0  # items inside actors between a queue get and the next put
     prompt_tokens: int = 0
@@ -76,11 +79,20 @@ def quotas(progress: Progress, replicas: dict[str, int]) -> dict[str, int]:
     return result
 
 
+# Failed calls only the instructor sees (the HTTP request itself succeeded): the reply could not be
+# parsed, or the instructor's own code raised. Other failure reasons come from the teacher client.
+PRODUCER_FAILURES = ("unparseable", "instructor_error")
+
+
 def _add_usage(p: Progress, teacher: dict[str, Any] | None) -> None:
-    usage = (teacher or {}).get("usage") or {}
+    teacher = teacher or {}
+    usage = teacher.get("usage") or {}
     p.prompt_tokens += usage.get("prompt_tokens", 0)
     p.completion_tokens += usage.get("completion_tokens", 0)
-    p.failures.update((teacher or {}).get("failures", {}))
+    p.failures.update(teacher.get("failures", {}))
+    p.requests.update(teacher.get("requests", {}))
+    p.retries += teacher.get("retries", 0)
+    p.replies += teacher.get("replies", 0)
 
 
 def collect(
@@ -106,6 +118,7 @@ def collect(
         p.rejects.update({f"answer:{k}": v for k, v in s["dropped"].items()})
         p.held += s["held"]
         _add_usage(p, s.get("teacher"))
+        p.failures.update({k: v for k, v in s.get("failures", {}).items() if k in PRODUCER_FAILURES})
         if s.get("outcome"):
             p.outcomes.append(s["outcome"])
     for s in workers:

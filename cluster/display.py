@@ -84,6 +84,9 @@ class Display:
         stats.add_row("index", f"{p.vectors:,} vectors")
         if p.rejects:
             stats.add_row("rejects", "  ".join(f"{k} {v}" for k, v in sorted(p.rejects.items())))
+        if p.requests:
+            calls = "  ".join(f"{k} {v}" for k, v in sorted(p.requests.items()))
+            stats.add_row("teacher calls", f"{calls}  (retried {p.retries})")
         if p.failures:
             stats.add_row("failed calls", "  ".join(f"{k} {v}" for k, v in sorted(p.failures.items())))
         return Group(table, stats)

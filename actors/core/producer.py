@@ -107,8 +107,9 @@ class Producer:
                 self._wake.set()
             if cands is None:
                 continue
-            if not cands:
+            if not cands:  # the teacher answered, but in no form the instructor can read
                 self.failures["unparseable"] += 1
+                self._dead_letter("generate", "unparseable", "the reply held nothing in the expected format", None)
                 continue
             self.generated += len(cands)
             self.quota -= len(cands)
