@@ -208,6 +208,15 @@ def wait_ready(config: Config, topo: Topology, timeout: float = 300.0) -> None:
             f"the pipeline's actors were not ready within {timeout:.0f} s; the cluster may lack the "
             "CPUs or custom resources they ask for (see `ray status`)"
         ) from None
+    except ray.exceptions.RayActorError as exc:
+        if not exc.actor_init_failed:
+            raise
+        # A constructor raised (e.g. the API key variable is set for the driver but not in the
+        # workers' environment): its last traceback line is the message the user needs.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        kind, _, message = (lines[-1] if lines else "unknown error").partition(": ")
+        cause = f"{kind.rsplit('.', 1)[-1]}: {message}" if message else kind
+        raise RunError(f"an actor of the run could not start: {cause}") from None
 
 
 def start(topo: Topology) -> None:
