@@ -40,6 +40,10 @@ class LocalHead:
     def __init__(self, tmp: Path, num_cpus: int = 4) -> None:
         self.bin = Path(sys.executable).parent
         self.port, self.dashboard_port, self.metrics_port = free_port(), free_port(), free_port()
+        # Ray's fixed defaults (agent HTTP 52365, client server 10001) collide with any other Ray on
+        # the machine: the second head's job agent cannot bind and every submission then fails with
+        # "No available agent". Free ports for both keep concurrent heads apart.
+        self.agent_port, self.client_port = free_port(), free_port()
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
         self.tmp = tmp
@@ -64,6 +68,7 @@ class LocalHead:
             [str(self.bin / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
              f"--port={self.port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
              f"--metrics-export-port={self.metrics_port}", f"--num-cpus={self.num_cpus}",
+             f"--dashboard-agent-listen-port={self.agent_port}", f"--ray-client-server-port={self.client_port}",
              "--disable-usage-stats", "--include-dashboard=true"],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -89,3 +94,69 @@ class LocalHead:
         if not wait:
             args.append("--no-wait")
         return self.ray(*args, "--", *entrypoint, timeout=600, check=False)
+
+    # -- job helpers: submit once the job agent answers, follow a job over the dashboard's REST API --
+    def submit_when_ready(
+        self,
+        entrypoint: list[str],
+        *,
+        wait: bool = True,
+        env: dict | None = None,
+        submission_id: str | None = None,
+        agent_timeout_s: float = 90,
+    ) -> subprocess.CompletedProcess:
+        """`ray job submit` like `submit`, retried while the head says "No available agent".
+
+        The dashboard answers `ray job list` some seconds before its job agent takes submissions (on a
+        loaded machine, tens of seconds); until then a submission fails with HTTP 500.
+        """
+        import json
+
+        runtime_env = {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60", "RAY_AUTH_MODE": "disabled", **(env or {})}}
+        args = ["job", "submit", "--address", self.dashboard, "--runtime-env-json", json.dumps(runtime_env)]
+        if submission_id:
+            args += ["--submission-id", submission_id]
+        if not wait:
+            args.append("--no-wait")
+        deadline = time.monotonic() + agent_timeout_s
+        while True:
+            done = self.ray(*args, "--", *entrypoint, timeout=600, check=False)
+            if "No available agent" not in done.stdout + done.stderr or time.monotonic() > deadline:
+                return done
+            time.sleep(1)  # polling interval while the agent starts, not synchronisation
+
+    def _get(self, path: str) -> bytes:
+        import urllib.request
+
+        with urllib.request.urlopen(self.dashboard + path, timeout=30) as reply:
+            return reply.read()
+
+    def job_status(self, submission_id: str) -> str:
+        """The job's status (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED) from the REST API."""
+        import json
+
+        return json.loads(self._get(f"/api/jobs/{submission_id}"))["status"]
+
+    def job_logs(self, submission_id: str) -> str:
+        """Everything the job's entrypoint wrote so far."""
+        import json
+
+        return json.loads(self._get(f"/api/jobs/{submission_id}/logs"))["logs"]
+
+    def wait_job(self, submission_id: str, timeout_s: float, until: tuple[str, ...] = ("STOPPED", "SUCCEEDED", "FAILED")) -> str:
+        """Polls the job's status until it is one of `until`; raises TimeoutError naming the last one."""
+        deadline = time.monotonic() + timeout_s
+        status = self.job_status(submission_id)
+        while status not in until:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {submission_id} still {status} after {timeout_s:.0f} s (wanted {until})")
+            time.sleep(0.5)
+            status = self.job_status(submission_id)
+        return status
+
+    def scrape_metrics(self) -> str:
+        """The text of this node's Prometheus endpoint (`--metrics-export-port`)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            return reply.read().decode()
