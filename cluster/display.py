@@ -15,7 +15,10 @@ from instructflow.cluster.accounting import Progress
 
 
 def _rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:.1f}" if seconds > 0 else "-"
+    if seconds <= 0:
+        return "-"
+    rate = count / seconds
+    return f"{rate:.1f}" if rate >= 1 or rate == 0 else f"{rate:.3f}"
 
 
 class Display:
