@@ -7,6 +7,7 @@ mixing rows from two configs in one dataset is rarely what anyone wants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -33,9 +34,18 @@ def resolve(location: str) -> tuple[fs.FileSystem, str, str]:
 
 def _write_atomic(filesystem: fs.FileSystem, path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with filesystem.open_output_stream(tmp) as stream:
-        stream.write(data)
-    filesystem.move(tmp, path)
+    try:
+        with filesystem.open_output_stream(tmp) as stream:
+            stream.write(data)
+        filesystem.move(tmp, path)
+    except OSError:
+        _remove_quietly(filesystem, tmp)  # a full disk must not leave half-written files behind
+        raise
+
+
+def _remove_quietly(filesystem: fs.FileSystem, path: str) -> None:
+    with contextlib.suppress(OSError):
+        filesystem.delete_file(path)
 
 
 @dataclass
@@ -53,9 +63,11 @@ class OutputDir:
         try:
             filesystem.create_dir(path, recursive=True)
             probe = f"{path}/.write-probe-{uuid.uuid4().hex[:8]}"
-            with filesystem.open_output_stream(probe) as stream:
-                stream.write(b"ok")
-            filesystem.delete_file(probe)
+            try:
+                with filesystem.open_output_stream(probe) as stream:
+                    stream.write(b"ok")
+            finally:
+                _remove_quietly(filesystem, probe)  # also when the disk is full: no litter
         except OSError as exc:
             raise ConfigError(f"run.output_dir: {uri} is not writable: {exc}") from None
         previous = cls._read_run(filesystem, f"{path}/run.json")
@@ -75,9 +87,12 @@ class OutputDir:
             "targets": {n: p.count for n, p in config.categories.items()},
             "history": history,
         }
-        _write_atomic(filesystem, f"{path}/run.json", json.dumps(record, indent=2).encode())
         effective = yaml.safe_dump(config.effective(), sort_keys=False).encode()
-        _write_atomic(filesystem, f"{path}/config.effective.yaml", effective)
+        try:  # the probe fit, but these may not (a nearly full disk)
+            _write_atomic(filesystem, f"{path}/run.json", json.dumps(record, indent=2).encode())
+            _write_atomic(filesystem, f"{path}/config.effective.yaml", effective)
+        except OSError as exc:
+            raise ConfigError(f"run.output_dir: {uri} is not writable: {exc}") from None
         return cls(filesystem, path, uri, config.run_id, resumed)
 
     @staticmethod
