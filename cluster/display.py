@@ -41,7 +41,7 @@ class Display:
 
     def note(self, message: str) -> None:
         if self.mode != "off":
-            self.console.print(f"[bold]instructflow[/bold] {message}")
+            self.console.print(f"[bold]instructflow[/bold] {message}", soft_wrap=True, highlight=False)
 
     def update(self, progress: Progress) -> None:
         if self.first_committed is None:

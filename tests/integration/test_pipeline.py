@@ -30,6 +30,7 @@ def finished_run(ray_local, stub_teacher, tmp_path_factory):
         {"general": {"count": TARGET, "batch_size": 5, "concurrency": 4},
          "trivia": {"count": TARGET, "batch_size": 4, "concurrency": 4}},
         novelty={"threshold": THRESHOLD},
+        judge={"llm": {"enabled": True, "threshold": 5}},
     )
     import yaml
 
@@ -51,6 +52,13 @@ def test_exactly_the_target_per_category_with_unique_ids(finished_run):
     assert len({r["id"] for r in rows}) == len(rows)
     assert all(r["response"] and r["instruction"] for r in rows)
     assert progress.all_done()
+
+
+def test_llm_judge_verdicts_are_recorded_on_every_row(finished_run):
+    out, _, _ = finished_run
+    rows = read_rows(out)
+    assert all(r["verdict"] == "accept" and r["score"] >= 5 for r in rows)
+    assert all(r["template_digest"] and r["model"] == "stub" and r["completion_tokens"] > 0 for r in rows)
 
 
 def test_no_two_accepted_instructions_are_near_duplicates(finished_run):
