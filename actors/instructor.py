@@ -54,6 +54,12 @@ class InstructorActor:
         async def emit_judge(cands: list[Candidate]) -> None:
             await judge.put_batch.remote(cands)
 
+        def on_event(kind: str, count: int, stage: str, reason: str | None) -> None:
+            if kind == "reject":
+                metrics.inc("rejects", count, category=category, stage=stage, reason=reason)
+            else:
+                metrics.inc("candidates", count, category=category, stage=stage)
+
         self.producer = Producer(
             instructor,
             self.teacher,
@@ -61,6 +67,7 @@ class InstructorActor:
             take_answers=take_answers,
             emit_judge=emit_judge,
             concurrency=params.concurrency,
+            on_event=on_event,
         )
 
     async def run(self) -> str | None:

@@ -90,13 +90,22 @@ class WriterActor:
             self.held = len(batch)
             try:
                 if batch:
-                    self.core.add(batch)
+                    self._count_skips(batch, self.core.add(batch))
                 else:
                     self.core.maybe_flush()
             finally:
                 self.held = 0
         self.core.flush()
         return self.core.counts()
+
+    @staticmethod
+    def _count_skips(batch: list[Candidate], outcome: dict[str, int]) -> None:
+        # `add` reports skips by reason only; one batch is nearly always one category's surplus.
+        if sum(n for reason, n in outcome.items() if reason != "accepted"):
+            category = batch[-1].category
+            for reason, n in outcome.items():
+                if reason != "accepted" and n:
+                    metrics.inc("rejects", n, category=category, stage="write", reason=reason)
 
     async def reject(self, items: list[tuple[Candidate, str]]) -> None:
         """Counts (and, when enabled, logs) rejected candidates: ``[(candidate, reason), ...]``."""

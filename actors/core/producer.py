@@ -44,6 +44,7 @@ class Producer:
         take_answers: Take,
         emit_judge: Emit,
         concurrency: int,
+        on_event: Callable[[str, int, str, str | None], None] | None = None,
     ) -> None:
         self.instructor = instructor
         self.teacher = teacher
@@ -51,12 +52,15 @@ class Producer:
         self.take_answers = take_answers
         self.emit_judge = emit_judge
         self.concurrency = concurrency
+        # (kind, count, stage, reason) -> metrics; a no-op outside Ray
+        self.on_event = on_event or (lambda kind, count, stage, reason: None)
         self.slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()  # set whenever the quota or the calls in flight change
         self.quota = 0  # candidates this replica may still generate; set by the driver
         self.calls_in_flight = 0
         self.stopping = False
         self.generating = True
+        self.answering = True
         self.outcome: str | None = None  # "budget" or "fatal: ..." when the loops ended early
         self.generated = 0
         self.answered = 0
@@ -74,7 +78,9 @@ class Producer:
         self._wake.set()
 
     def stop_generating(self) -> None:
+        """Drain: no new teacher calls of either kind; calls in flight finish and are passed on."""
         self.generating = False
+        self.answering = False
 
     def stop(self) -> None:
         self.stopping = True
@@ -110,6 +116,7 @@ class Producer:
             if not cands:  # the teacher answered, but in no form the instructor can read
                 self.failures["unparseable"] += 1
                 self._dead_letter("generate", "unparseable", "the reply held nothing in the expected format", None)
+                self.on_event("reject", 1, "parse", "unparseable")
                 continue
             self.generated += len(cands)
             self.quota -= len(cands)
@@ -119,7 +126,7 @@ class Producer:
                 return
 
     async def _answer_loop(self) -> None:
-        while not self.stopping:
+        while not self.stopping and self.answering:
             batch = await self.take_answers(1, 0.5)
             if not batch:
                 if not self.generating:
@@ -132,8 +139,10 @@ class Producer:
                     answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
                 if answered is None:
                     self.dropped["no_response"] += 1
+                    self.on_event("reject", 1, "generate", "no_response")
                     continue
                 self.answered += 1
+                self.on_event("generated", 1, "generated", None)
                 await self.emit_judge([answered])
             except QueueClosed:
                 return

@@ -25,7 +25,7 @@ def test_job_submit_generates_the_dataset(head, stub_teacher, tmp_path):
     data = stub_config(stub_teacher, out, {"general": {"count": 10}, "trivia": {"count": 10}})
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(data))
-    done = head.submit([sys.executable, "-m", "instructflow.cluster.cli", "generate", "--config", str(config)])
+    done = head.submit_when_ready([sys.executable, "-m", "instructflow.cluster.cli", "generate", "--config", str(config)])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "summary (complete)" in done.stdout
     rows = pq.read_table(out / "data").to_pylist()

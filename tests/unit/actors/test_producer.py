@@ -103,3 +103,39 @@ def test_budget_and_fatal_errors_end_the_loops_with_an_outcome():
             return producer.outcome
 
         assert asyncio.run(main()) == outcome
+
+
+def test_drain_starts_no_new_teacher_calls_of_either_kind():
+    async def main():
+        teacher = ScriptedTeacher()
+        producer, novelty, answers, judged = make(teacher, quota=100)
+        general = producer.instructor
+        await answers.put_batch([general.candidate(f"Explain topic number {i} in simple words.") for i in range(3)])
+        producer.stop_generating()
+        await asyncio.wait_for(producer.run(), 5)
+        return teacher.calls, len(answers)
+
+    calls, waiting = asyncio.run(main())
+    assert calls == {"generate": 0, "respond": 0} and waiting == 3
+
+
+def test_events_report_parse_failures_and_answers():
+    events = []
+
+    class Empty(ScriptedTeacher):
+        async def chat(self, messages, *, category, call, max_tokens=None, temperature=None):
+            reply = await super().chat(messages, category=category, call=call)
+            return Reply("no list here", 1, 1, "m") if call == "generate" and self.calls[call] == 1 else reply
+
+    async def main():
+        producer, novelty, answers, judged = make(Empty(), quota=5, concurrency=1)
+        producer.on_event = lambda *e: events.append(e)
+        task = asyncio.create_task(producer.run())
+        cands = await novelty.get_batch(1, 5)
+        await answers.put_batch(cands)
+        await judged.get_batch(1, 5)
+        producer.stop()
+        await task
+
+    asyncio.run(main())
+    assert ("reject", 1, "parse", "unparseable") in events and ("generated", 1, "generated", None) in events
