@@ -171,8 +171,8 @@ class NoveltyWorker:
             self.taken += len(batch)
             fresh, dupes = self._prefilter(batch)
             await self._reject(dupes, EXACT)
+            self.held -= len(dupes)  # resolved here; `_admit_and_route` releases the fresh ones
             if not fresh:
-                self.held -= len(batch)
                 continue
             started = loop.time()
             vectors = await asyncio.to_thread(self.embedder.encode, [c.instruction for c in fresh], self.cfg.batch_size)

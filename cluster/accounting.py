@@ -38,8 +38,17 @@ class Progress:
 
     @property
     def pipeline_items(self) -> int:
-        """Candidates visible in queues and inside actors (not those in transit between them)."""
-        return sum(self.queue_depths.values()) + self.held
+        """Candidates visible in queues and inside actors (not those in transit between them).
+
+        Answers still queued for a category that met its target are left out: its instructors
+        have stopped, so they never move, and counting them would keep the pipeline from ever
+        looking empty (and candidates lost to a restart from ever being made up for).
+        """
+        parked = sum(
+            depth for name, depth in self.queue_depths.items()
+            if name.startswith("answer:") and self.done(name.removeprefix("answer:"))
+        )
+        return sum(self.queue_depths.values()) - parked + self.held
 
     def in_flight(self, category: str) -> int:
         """Generated candidates of `category` not yet accepted or finally rejected."""

@@ -60,3 +60,13 @@ def test_collect_sums_actor_stats():
     assert p.in_flight("a") == 2
     p.assume_lost = True
     assert p.in_flight("a") == 2  # the pipeline holds 6, so the 2 are plausibly there
+
+
+def test_answers_parked_for_a_finished_category_do_not_hide_lost_candidates():
+    p = Progress(targets={"a": 10, "b": 10})
+    p.committed.update({"a": 10, "b": 6})
+    p.queue_depths.update({"answer:a": 7, "answer:b": 0, "novelty": 0})
+    # a met its target: its instructors stopped, so its queued answers will never move
+    assert p.pipeline_items == 0
+    p.queue_depths["answer:b"] = 2
+    assert p.pipeline_items == 2
