@@ -47,34 +47,44 @@ def unpack(items: list[Candidate | tuple[Candidate, ...]]) -> list[Candidate]:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ShardActor:
     """One faiss shard. A restarted shard comes back empty with a new `generation`; the gate
-    notices and refills it from its ledger."""
+    notices and refills it from its ledger. It keeps the keys of its vectors so that a restarted
+    gate can rebuild its ledger from the shards (`contents`)."""
 
     def __init__(self, shard: int, dim: int) -> None:
         self.shard = shard
         self.index = NoveltyShard(dim)
+        self.keys: list[str] = []
         self.generation = uuid.uuid4().hex
 
     def best(self, vectors: np.ndarray) -> tuple[str, np.ndarray]:
         return self.generation, self.index.best(vectors)
 
-    def add(self, vectors: np.ndarray) -> tuple[str, int]:
+    def add(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]:
         self.index.add(vectors)
+        self.keys.extend(keys)
         metrics.set_gauge("novelty_vectors", len(self.index), shard=str(self.shard))
         return self.generation, len(self.index)
 
-    def reset(self, vectors: np.ndarray) -> tuple[str, int]:
+    def reset(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]:
         """Replaces the contents (refill after a restart)."""
         self.index = NoveltyShard(self.index.dim)
-        return self.add(vectors)
+        self.keys = []
+        return self.add(vectors, keys)
+
+    def contents(self) -> tuple[str, list[str], np.ndarray]:
+        """Generation, keys and vectors held (for a gate that restarted and lost its ledger)."""
+        return self.generation, list(self.keys), self.index.vectors()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class GateActor:
     """Serialised check-and-insert across all shards (race-free admission).
 
-    A restarted gate rebuilds its ledger from the committed rows (the driver re-seeds it); rows that
-    were admitted but not yet committed when it died are forgotten, which can only let a later
-    candidate in that resembles a row that was never written.
+    The shards outlive the gate: a restarted gate rebuilds its ledger from their contents before
+    its first admission (`_adopt`), so everything admitted before it died -- committed or still on
+    its way to the writer -- keeps blocking near-duplicates, and a shard that restarts later can
+    still be refilled. (Only a shard that dies together with the gate, before the gate has seen
+    it again, loses its vectors; then admitted rows may get a near-duplicate.)
     """
 
     def __init__(self, shard_names: list[str], threshold: float, dim: int = 384) -> None:
@@ -86,18 +96,30 @@ class GateActor:
         self.ledger = ShardLedger(len(self.shards))
         self.lock = asyncio.Lock()
         self.refills = 0
+        self.adopted = False
+
+    async def _adopt(self) -> None:
+        """Takes over what the shards already hold (nothing on a fresh run); call under the lock."""
+        if self.adopted:
+            return
+        answers = await asyncio.gather(*[s.contents.remote() for s in self.shards])
+        for s, (generation, keys, vectors) in enumerate(answers):
+            self.ledger.record(s, keys, vectors)
+            self.ledger.generations[s] = generation
+        self.adopted = True
 
     async def seed(self, keys: list[str], vectors: np.ndarray) -> int:
         """Loads committed rows (resume) into the shards without checks."""
         async with self.lock:
+            await self._adopt()
             for s, part in enumerate(np.array_split(np.arange(len(keys)), len(self.shards))):
                 self.ledger.record(s, [keys[i] for i in part], vectors[part])
                 await self._refill(s)
         return len(self.ledger.seen)
 
     async def _refill(self, s: int) -> None:
-        _, vectors = self.ledger.contents(s, self.dim)
-        self.ledger.generations[s], _ = await self.shards[s].reset.remote(vectors)
+        keys, vectors = self.ledger.contents(s, self.dim)
+        self.ledger.generations[s], _ = await self.shards[s].reset.remote(vectors, keys)
 
     async def _best(self, vectors: np.ndarray) -> np.ndarray:
         answers = await asyncio.gather(*[s.best.remote(vectors) for s in self.shards])
@@ -113,20 +135,23 @@ class GateActor:
 
     async def admit(self, keys: list[str], vectors: np.ndarray, groups: list[str | None] | None = None) -> list[Decision]:
         async with self.lock:
+            await self._adopt()
             best = await self._best(vectors)
             decisions = decide(keys, vectors, best, self.ledger.seen, self.threshold, groups)
             rows = [i for i, d in enumerate(decisions) if d.accepted]
             if rows:
                 s = self.ledger.smallest()
                 self.ledger.record(s, [keys[i] for i in rows], vectors[rows])
-                generation, _ = await self.shards[s].add.remote(vectors[rows])
+                generation, _ = await self.shards[s].add.remote(vectors[rows], [keys[i] for i in rows])
                 if self.ledger.stale(s, generation):
                     self.refills += 1
                     await self._refill(s)
                 self.ledger.generations[s] = self.ledger.generations[s] or generation
         return decisions
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
+        async with self.lock:
+            await self._adopt()  # the driver asks every tick: a restarted gate adopts at once
         sizes = [self.ledger.size(s) for s in range(len(self.shards))]
         return {"vectors": sum(sizes), "shard_sizes": sizes, "refills": self.refills}
 
@@ -212,6 +237,7 @@ class NoveltyWorker:
                     unanswered.setdefault(cand.category, []).append(cand)
                 else:
                     answered.append(cand)
+                    metrics.inc("candidates", 1, category=cand.category, stage="generated")
             for reason, cands in rejected.items():
                 await self._reject(cands, reason)
             for category, cands in unanswered.items():

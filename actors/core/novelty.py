@@ -41,6 +41,12 @@ class NoveltyShard:
         if len(vectors):
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
+    def vectors(self) -> np.ndarray:
+        """Every stored vector, in insertion order (n x dim float32)."""
+        if len(self) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.index.reconstruct_n(0, len(self))
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -18,6 +18,15 @@ def test_shard_reports_best_cosine_and_empty_shard():
     assert len(shard) == 2
 
 
+def test_shard_gives_back_what_it_holds():
+    # a restarted gate rebuilds its ledger from these
+    shard = NoveltyShard(2)
+    assert shard.vectors().shape == (0, 2)
+    vectors = unit([1, 0], [1, 1])
+    shard.add(vectors)
+    assert np.allclose(shard.vectors(), vectors)
+
+
 def test_decide_rejects_exact_keys_seen_before_and_within_batch():
     vecs = unit([1, 0], [0, 1], [1, 1])
     out = decide(["a", "b", "b"], vecs, np.full(3, -1.0), seen={"a"}, threshold=0.99)
