@@ -46,11 +46,7 @@ class Agent(Instructor):
         )
 
     def choose(self) -> dict[str, Any]:
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "function_count": self.params.functions,
-        }
+        return {**super().choose(), "function_count": self.params.functions}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         split = _REQUEST_LINE.search(reply)

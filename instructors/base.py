@@ -1,7 +1,8 @@
 """The instructor plugin shape: a typed `Params` block, a template, `choose` and `parse`.
 
-A category is one module that subclasses `Instructor`, declares the variables its template uses,
-picks them in `choose`, and turns the teacher's reply into candidates in `parse`. Categories whose
+A category is one module that subclasses `Instructor` (or `TaskList`, for the common "numbered list
+of requests about a topic" shape), declares the variables its template uses, adds its own to the
+default `choose` (count and topic), and turns the teacher's reply into candidates in `parse`. Categories whose
 answers need a second call either rely on the default (the instruction itself is sent to the teacher,
 with the category's system prompt) or declare `response_variables` and ship
 `prompts/<category>.response.j2`. Multi-stage categories override `generate` or `respond`.
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
@@ -71,8 +73,9 @@ class Instructor:
 
     # -- the verbs a category implements -------------------------------------------------------
     def choose(self) -> dict[str, Any]:
-        """Picks the template variables for one generating call (use `self.rng`)."""
-        raise NotImplementedError
+        """Picks the template variables for one generating call (use `self.rng`). The default asks
+        for `batch_size` items about a drawn topic; categories add their own variables to it."""
+        return {"count": self.params.batch_size, "topic": self.topic()}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         """Turns one generating reply into candidates; drops what it cannot read, never raises."""
@@ -150,3 +153,18 @@ class Instructor:
         candidate.response = text
         candidate.model = reply.model
         return candidate
+
+
+class TaskList(Instructor):
+    """Base of the categories whose generating call returns a numbered list of requests about a
+    topic (answered one by one later). Their `Params` carry `min_words`: shorter items are dropped."""
+
+    variables: ClassVar[frozenset[str]] = frozenset({"count", "topic"})
+
+    def list_items(self, reply: str) -> list[str]:
+        """The reply's list items with at least `min_words` words."""
+        min_words = getattr(self.params, "min_words", 1)
+        return [item for item in numbered_items(reply) if len(item.split()) >= min_words]
+
+    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
+        return [self.candidate(item, topic=values["topic"]) for item in self.list_items(reply)]

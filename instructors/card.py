@@ -8,8 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from instructflow.instructors._textparse import labelled_lines
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 
@@ -27,24 +26,13 @@ class CardParams(CategoryParams):
 
 
 @register
-class Card(Instructor):
+class Card(TaskList):
     """Character cards (name, looks, personality, history, voice, ...) for role-play and fiction."""
 
     category = "card"
     Params = CardParams
-    variables = frozenset({"count", "topic"})
     response_variables = frozenset({"instruction", "sections"})
     params: CardParams
-
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
-
-    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
-        return [
-            self.candidate(item, topic=values["topic"])
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
-        ]
 
     def response_values(self, candidate: Candidate) -> dict[str, Any]:
         return {"instruction": candidate.instruction, "sections": self.params.sections}

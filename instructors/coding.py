@@ -51,11 +51,7 @@ class Coding(Instructor):
 
     def choose(self) -> dict[str, Any]:
         language = self.rng.choice(self.params.programming_languages)
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "programming_language": language,
-        }
+        return {**super().choose(), "programming_language": language}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         out = []

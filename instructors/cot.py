@@ -8,8 +8,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 
@@ -33,24 +32,13 @@ class CotParams(CategoryParams):
 
 
 @register
-class Cot(Instructor):
+class Cot(TaskList):
     """Chain-of-thought with alternatives: compare several lines of reasoning, then commit."""
 
     category = "cot"
     Params = CotParams
-    variables = frozenset({"count", "topic"})
     response_variables = frozenset({"instruction", "solutions"})
     params: CotParams
-
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
-
-    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
-        return [
-            self.candidate(item, topic=values["topic"])
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
-        ]
 
     def response_values(self, candidate: Candidate) -> dict[str, Any]:
         return {"instruction": candidate.instruction, "solutions": self.params.solutions}

@@ -50,9 +50,6 @@ class CounterfactualContextual(Instructor):
         # Pair keys already emitted by this replica (16 hex digits each: ~100 bytes a pair).
         self._emitted: set[str] = set()
 
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
-
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         """The true halves; their passage, source and question wait in `meta` for the falsify call."""
         out = []

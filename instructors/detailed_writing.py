@@ -58,11 +58,7 @@ class DetailedWriting(Instructor):
         }
 
     def choose(self) -> dict[str, Any]:
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "words": self.rng.choice(self.params.lengths),
-        }
+        return {**super().choose(), "words": self.rng.choice(self.params.lengths)}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         out = []

@@ -33,9 +33,6 @@ class Experience(Instructor):
     response_variables = frozenset({"instruction", "min_words"})
     params: ExperienceParams
 
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
-
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         return [
             self.candidate(f"{item['SETTING']}\n\n{item['REQUEST']}", topic=values["topic"])

@@ -12,9 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.registry import register
 
 
@@ -48,7 +46,7 @@ def read_seed_tasks(path: str | Path) -> list[str]:
 
 
 @register
-class General(Instructor):
+class General(TaskList):
     """Open-ended tasks of every kind (explain, rewrite, plan, compare, ...), answered one by one."""
 
     category = "general"
@@ -62,11 +60,5 @@ class General(Instructor):
 
     def choose(self) -> dict[str, Any]:
         k = min(self.params.seed_examples, len(self.seeds))
-        return {"count": self.params.batch_size, "topic": self.topic(), "examples": self.rng.sample(self.seeds, k)}
+        return {**super().choose(), "examples": self.rng.sample(self.seeds, k)}
 
-    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
-        return [
-            self.candidate(item, topic=values["topic"])
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
-        ]

@@ -40,11 +40,7 @@ class Joke(Instructor):
     params: JokeParams
 
     def choose(self) -> dict[str, Any]:
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "style": self.rng.choice(self.params.styles),
-        }
+        return {**super().choose(), "style": self.rng.choice(self.params.styles)}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         return [

@@ -3,13 +3,9 @@ correction. The answer call has its own prompt so that the teacher is told to ch
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.registry import register
 
 
@@ -18,21 +14,11 @@ class MisconceptionParams(CategoryParams):
 
 
 @register
-class Misconception(Instructor):
+class Misconception(TaskList):
     """Questions built on popular myths; responses say plainly what is wrong and what is true."""
 
     category = "misconception"
     Params = MisconceptionParams
-    variables = frozenset({"count", "topic"})
     response_variables = frozenset({"instruction"})
     params: MisconceptionParams
 
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
-
-    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
-        return [
-            self.candidate(item, topic=values["topic"])
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
-        ]

@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 
@@ -34,16 +33,12 @@ class OrcaParams(CategoryParams):
 
 
 @register
-class Orca(Instructor):
+class Orca(TaskList):
     """Multi-step word problems and reasoning tasks; responses explain each step."""
 
     category = "orca"
     Params = OrcaParams
-    variables = frozenset({"count", "topic"})
     params: OrcaParams
-
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         return [
@@ -53,6 +48,5 @@ class Orca(Instructor):
                 topic=values["topic"],
                 system=self.system or self.rng.choice(self.params.system_prompts),
             )
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
+            for item in self.list_items(reply)
         ]

@@ -93,11 +93,7 @@ class Plan(Instructor):
             rest, self.rng.randint(0, min(self.params.extra_tools, len(rest)))
         )
         self.rng.shuffle(names)
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "tools": [(n, self.params.tools[n]) for n in names],
-        }
+        return {**super().choose(), "tools": [(n, self.params.tools[n]) for n in names]}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         tools = self.system_template.render({**self.common_values(), "tools": values["tools"]})

@@ -38,11 +38,7 @@ class Riddle(Instructor):
     params: RiddleParams
 
     def choose(self) -> dict[str, Any]:
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "kind": self.rng.choice(self.params.kinds),
-        }
+        return {**super().choose(), "kind": self.rng.choice(self.params.kinds)}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         return [

@@ -6,9 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.registry import register
 
 _GENRES = [
@@ -37,7 +35,7 @@ class SongParams(CategoryParams):
 
 
 @register
-class Song(Instructor):
+class Song(TaskList):
     """Lyric and poem requests with a subject, a mood and a form; responses are the lyrics."""
 
     category = "song"
@@ -46,15 +44,5 @@ class Song(Instructor):
     params: SongParams
 
     def choose(self) -> dict[str, Any]:
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "genre": self.rng.choice(self.params.genres),
-        }
+        return {**super().choose(), "genre": self.rng.choice(self.params.genres)}
 
-    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
-        return [
-            self.candidate(item, topic=values["topic"])
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
-        ]

@@ -18,9 +18,6 @@ class Trivia(Instructor):
     Params = CategoryParams
     variables = frozenset({"count", "topic"})
 
-    def choose(self) -> dict[str, Any]:
-        return {"count": self.params.batch_size, "topic": self.topic()}
-
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         return [
             self.candidate(question, answer, topic=values["topic"])

@@ -7,9 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, Instructor
-from instructflow.instructors.parsing import numbered_items
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.base import CategoryParams, TaskList
 from instructflow.instructors.registry import register
 
 _GAMES = [
@@ -31,7 +29,7 @@ class WordgameParams(CategoryParams):
 
 
 @register
-class Wordgame(Instructor):
+class Wordgame(TaskList):
     """Constraint-following word games; the exact letters, counts or words are part of the task."""
 
     category = "wordgame"
@@ -40,15 +38,5 @@ class Wordgame(Instructor):
     params: WordgameParams
 
     def choose(self) -> dict[str, Any]:
-        return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
-            "game": self.rng.choice(self.params.games),
-        }
+        return {**super().choose(), "game": self.rng.choice(self.params.games)}
 
-    def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
-        return [
-            self.candidate(item, topic=values["topic"])
-            for item in numbered_items(reply)
-            if len(item.split()) >= self.params.min_words
-        ]

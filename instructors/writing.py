@@ -69,8 +69,7 @@ class Writing(Instructor):
             pool, self.rng.randint(1, min(self.params.max_requirements, len(pool)))
         )
         return {
-            "count": self.params.batch_size,
-            "topic": self.topic(),
+            **super().choose(),
             "form": self.rng.choice(self.params.forms),
             "requirements": picked,
         }
