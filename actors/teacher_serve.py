@@ -5,14 +5,15 @@
 `instructflow serve-teacher` command for users who point other tools at it.
 """
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import threading
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -149,12 +150,25 @@ def _check_http_port(settings: _Settings) -> None:
         )
 
 
+@contextlib.contextmanager
+def _quiet_serve_log() -> Iterator[None]:
+    """Keeps Serve's driver-side INFO lines ("Started Serve", "Deleting app") off the terminal."""
+    serve_log = logging.getLogger("ray.serve")
+    level = serve_log.level
+    serve_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        serve_log.setLevel(level)
+
+
 def _deploy(settings: _Settings) -> None:
-    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=_QUIET)
-    _check_http_port(settings)
-    app = EmbeddedTeacher.options(max_ongoing_requests=max(8, settings.parallel * 4)).bind(settings)
-    target = serve.RunTarget(target=app, name=APP_NAME, route_prefix=ROUTE_PREFIX, logging_config=_QUIET)
-    serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    with _quiet_serve_log():
+        serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=_QUIET)
+        _check_http_port(settings)
+        app = EmbeddedTeacher.options(max_ongoing_requests=max(8, settings.parallel * 4)).bind(settings)
+        target = serve.RunTarget(target=app, name=APP_NAME, route_prefix=ROUTE_PREFIX, logging_config=_QUIET)
+        serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
 
 
 def _wait_ready(settings: _Settings, url: str, timeout_s: float) -> None:
@@ -208,10 +222,11 @@ def stop_embedded_teacher() -> None:
     if not ray.is_initialized():
         return
     apps = serve.status().applications
-    if APP_NAME in apps:
-        serve.delete(APP_NAME)
-    if apps and not set(apps) - {APP_NAME}:
-        serve.shutdown()
+    with _quiet_serve_log():
+        if APP_NAME in apps:
+            serve.delete(APP_NAME)
+        if apps and not set(apps) - {APP_NAME}:
+            serve.shutdown()
 
 
 def serve_forever(cfg: ServeSettings, *, timeout_s: float = READY_TIMEOUT_S) -> None:
