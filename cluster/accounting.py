@@ -28,6 +28,7 @@ class Progress:
     replies: int = 0  # attempts that brought back a usable reply
     queue_depths: dict[str, int] = field(default_factory=dict)
     held: int = 0  # items inside actors between a queue get and the next put
+    held_finishing: int = 0  # of `held`: in teacher calls already made, in judges and in the writer
     prompt_tokens: int = 0
     completion_tokens: int = 0
     outcomes: list[str] = field(default_factory=list)  # why instructors ended early
@@ -49,6 +50,13 @@ class Progress:
             if name.startswith("answer:") and self.done(name.removeprefix("answer:"))
         )
         return sum(self.queue_depths.values()) - parked + self.held
+
+    @property
+    def finishing_items(self) -> int:
+        """Candidates that still reach the writer once no new teacher call starts (a drain, a spent
+        budget): in calls already made, queued for or inside the judges, queued for or inside the
+        writer. Instructions waiting for novelty or an answer are parked and not counted."""
+        return self.queue_depths.get("judge", 0) + self.queue_depths.get("writer", 0) + self.held_finishing
 
     def in_flight(self, category: str) -> int:
         """Generated candidates of `category` not yet accepted or finally rejected."""
@@ -126,6 +134,7 @@ def collect(
         p.resolved[cat] += sum(s["dropped"].values())
         p.rejects.update({f"answer:{k}": v for k, v in s["dropped"].items()})
         p.held += s["held"]
+        p.held_finishing += s["held"]  # candidates in teacher calls already made
         _add_usage(p, s.get("teacher"))
         p.failures.update({k: v for k, v in s.get("failures", {}).items() if k in PRODUCER_FAILURES})
         if s.get("outcome"):
@@ -138,10 +147,12 @@ def collect(
         p.resolved.update(s["rejected"])
         p.rejects.update({f"judge:{k}": v for k, v in s["reasons"].items()})
         p.held += s["held"]
+        p.held_finishing += s["held"]
         _add_usage(p, s.get("teacher"))
         if s.get("fatal"):
             p.outcomes.append(f"fatal: {s['fatal']}")
     for q in queues:
         p.queue_depths[q["name"]] = q["depth"]
     p.held += writer.get("held", 0)
+    p.held_finishing += writer.get("held", 0)
     return p

@@ -35,7 +35,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     progress = run(config, args.address, allow_config_change=args.allow_config_change)
     short = [c for c in progress.targets if not progress.done(c)]
     if short:
-        print(f"instructflow: ended before every target was met: {', '.join(short)}", file=sys.stderr)
+        why = "the teacher budget is spent (teacher.budget); " if "budget" in progress.outcomes else ""
+        counts = ", ".join(f"{c} {progress.committed[c]}/{progress.targets[c]}" for c in short)
+        print(f"instructflow: {why}ended before every target was met: {counts} rows committed", file=sys.stderr)
         return EXIT_RUN
     return 0
 

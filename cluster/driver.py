@@ -316,7 +316,11 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
         if failure:
             return progress, f"fatal: {failure}"
         if sum(name.startswith("instructor") for name in ended) == len(topo.all_instructors()):
-            return progress, "producers finished"
+            # Every replica stops at its next request once the budget is spent; answers still
+            # queued then can never be paid for, so the pipeline never looks empty. (A fresh
+            # snapshot: the loops may have ended after this tick's one was taken.)
+            progress = snapshot(config, topo)
+            return progress, "budget exhausted" if "budget" in progress.outcomes else "producers finished"
 
 
 def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> None:
@@ -327,9 +331,10 @@ def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> Non
         a.stop_generating.remote()
     deadline = time.monotonic() + config.run.drain_timeout_s
     if reason in ("interrupted", "budget exhausted"):
-        # Let what is already paid for reach the writer, unless asked twice or out of time.
+        # Let what is already paid for reach the writer, unless asked twice or out of time. No new
+        # call starts now, so instructions still waiting for an answer are parked: not waited for.
         while time.monotonic() < deadline and signals.count < 2:
-            if snapshot(config, topo).pipeline_items == 0:
+            if snapshot(config, topo).finishing_items == 0:
                 break
             time.sleep(0.2)
     for a in topo.all_instructors():

@@ -137,9 +137,10 @@ class Producer:
             try:
                 async with self.slots:
                     answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
-                if answered is None:
-                    self.dropped["no_response"] += 1
-                    self.on_event("reject", 1, "generate", "no_response")
+                if answered is None:  # failed for good, or cut off by the budget or a fatal error
+                    reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
+                    self.dropped[reason] += 1
+                    self.on_event("reject", 1, "generate", reason)
                     continue
                 self.answered += 1
                 self.on_event("generated", 1, "generated", None)
