@@ -316,11 +316,21 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
         if failure:
             return progress, f"fatal: {failure}"
         if sum(name.startswith("instructor") for name in ended) == len(topo.all_instructors()):
-            # Every replica stops at its next request once the budget is spent; answers still
-            # queued then can never be paid for, so the pipeline never looks empty. (A fresh
-            # snapshot: the loops may have ended after this tick's one was taken.)
+            # A fresh snapshot: the loops may have ended, with their reason, after this tick's one.
             progress = snapshot(config, topo)
-            return progress, "budget exhausted" if "budget" in progress.outcomes else "producers finished"
+            return progress, why_producers_ended(progress)
+
+
+def why_producers_ended(progress: Progress) -> str:
+    """The run's end reason once every instructor loop has returned."""
+    fatal = next((o for o in progress.outcomes if o.startswith("fatal")), None)
+    if fatal:  # e.g. a 401: the message names the API key variable to check
+        return fatal
+    if progress.all_done():
+        return "complete"
+    # Every replica stops at its next request once the budget is spent; answers still queued then
+    # can never be paid for, so the pipeline never looks empty.
+    return "budget exhausted" if "budget" in progress.outcomes else "producers finished"
 
 
 def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> None:
