@@ -381,6 +381,11 @@ def teardown(config: Config, topo: Topology | None, base_url: str | None) -> Non
     for handle in handles:
         with contextlib.suppress(Exception):  # already dead is fine
             ray.kill(handle, no_restart=True)
+    if config.teacher.kind == "embedded":
+        from instructflow.actors.teacher_serve import stop_embedded_teacher
+
+        with contextlib.suppress(Exception):  # a teacher someone else started stays up
+            stop_embedded_teacher()
 
 
 def run(config: Config, address: str | None = None, *, allow_config_change: bool = False) -> Progress:
