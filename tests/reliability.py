@@ -118,12 +118,22 @@ def render(doc: str, entries: list[dict[str, Any]]) -> str:
     return f"{doc.rstrip()}\n\n{block}\n" if doc.strip() else f"# Reliability\n\n{block}\n"
 
 
+def still_defined(entry: dict[str, Any], root: Path = REPO) -> bool:
+    """False for results of tests since removed or renamed (their file or function is gone)."""
+    path, _, rest = entry["nodeid"].partition("::")
+    function = rest.split("::")[-1].partition("[")[0]
+    try:
+        return f"def {function}(" in (root / path).read_text()
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render docs/reliability.md's table from the fault tests' results.")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
-    entries = load(args.results)
+    entries = [e for e in load(args.results) if still_defined(e)]
     if not entries:
         parser.error(f"{args.results}: no results; run the fault tests first (pytest -m fault)")
     doc = args.doc.read_text() if args.doc.exists() else ""
