@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ class CliResult:
     stdout: str
     stderr: str
     seconds: float
-    ray_dir: Path  # RAY_TMPDIR of the run: Ray's session files, if Ray started
+    ray_started: bool  # whether Ray wrote anything under the run's RAY_TMPDIR
 
     @property
     def messages(self) -> list[str]:
@@ -51,9 +52,6 @@ class CliResult:
             inside = line.startswith("instructflow:")
         return found
 
-    def ray_started(self) -> bool:
-        return any(self.ray_dir.iterdir())
-
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S) -> CliResult:
     """Runs `python -m instructflow.cluster.cli ARGS` in a subprocess with its own Ray temp dir
@@ -61,11 +59,15 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIME
     ray_dir = Path(tempfile.mkdtemp(prefix="ifray-", dir="/tmp"))
     full_env = {**os.environ, "RAY_TMPDIR": str(ray_dir), "COLUMNS": "200", **(env or {})}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "instructflow.cluster.cli", *args],
-        capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout,
-    )
-    return CliResult(done.returncode, done.stdout, done.stderr, time.monotonic() - started, ray_dir)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "instructflow.cluster.cli", *args],
+            capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout,
+        )
+        ray_started = any(ray_dir.iterdir())
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    return CliResult(done.returncode, done.stdout, done.stderr, time.monotonic() - started, ray_started)
 
 
 def assert_one_clear_error(result: CliResult, code: int, *fragments: str) -> str:
@@ -183,7 +185,7 @@ def test_bad_input_is_one_clear_error_before_ray_starts(case: str, tmp_path: Pat
     config, fragments = CASES[case](tmp_path)
     result = cli("generate", "--config", str(config), timeout=60)
     assert_one_clear_error(result, 2, *fragments)
-    assert not result.ray_started(), f"Ray started before the input was checked: {list(result.ray_dir.iterdir())}"
+    assert not result.ray_started, "Ray started before the input was checked"
     assert "starting Ray" not in result.stdout
     assert not (tmp_path / "out").exists()  # nothing created for a run that cannot start
 
@@ -266,7 +268,7 @@ def test_read_only_output_directory_keeps_the_finished_run(tmp_path: Path) -> No
         before = tree(ro)
         result = cli("generate", "--config", str(cfg_ro), timeout=60)
         assert_one_clear_error(result, 2, "run.output_dir", str(ro / "out"), "Read-only file system")
-        assert not result.ray_started()
+        assert not result.ray_started
         assert tree(ro) == before
 
 
@@ -281,7 +283,7 @@ def test_full_disk_before_start_keeps_the_finished_run(tmp_path: Path) -> None:
         before = tree(root)
         result = cli("generate", "--config", str(cfg), timeout=60)
         assert_one_clear_error(result, 2, "run.output_dir", str(root / "out"), "No space left on device")
-        assert not result.ray_started()
+        assert not result.ray_started
         assert tree(root) == before
 
 
