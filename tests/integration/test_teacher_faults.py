@@ -239,3 +239,23 @@ def test_wrong_api_key_stops_the_run_naming_the_variable(stub, tmp_path):
     assert wrong not in result.stdout + result.stderr
     leaks = [p for p in out.rglob("*") if p.is_file() and wrong.encode() in p.read_bytes()]
     assert leaks == []
+
+
+@pytest.mark.fault(
+    fault="the API key variable is set for the driver but not in the Ray workers' environment",
+    expected="CLI exits 1 with one line naming the variable (not a Ray traceback); the key never shown",
+)
+def test_key_missing_in_the_workers_is_one_clear_error(ray_local, stub, tmp_path, monkeypatch, capsys):
+    # The shared Ray started before this variable existed, so its workers cannot see it; the
+    # driver can, so preflight passes: the same as joining a cluster started without the key.
+    name, key = "INSTRUCTFLOW_TEST_DRIVER_ONLY_KEY", "sk-driver-only-" + secrets.token_hex(8)
+    monkeypatch.setenv(name, key)
+    data = stub_config(stub, tmp_path / "out", {"general": {"count": 5}})
+    data["teacher"]["api_key_env"] = name
+    code, _ = cli_run(data, tmp_path / "run.yaml", monkeypatch)
+    printed = capsys.readouterr()
+    ours = [line for line in printed.err.splitlines() if line.startswith("instructflow:")]
+    assert code == 1 and len(ours) == 1, printed.err[-3000:]
+    assert "an actor of the run could not start" in ours[0] and f"environment variable {name} is not set" in ours[0]
+    assert key not in printed.out + printed.err
+    assert stub.stats()["requests"] == 0  # nothing was sent
