@@ -68,6 +68,7 @@ class InstructorActor:
             emit_judge=emit_judge,
             concurrency=params.concurrency,
             on_event=on_event,
+            max_failures_in_a_row=config.teacher.max_failures_in_a_row,
         )
 
     async def run(self) -> str | None:

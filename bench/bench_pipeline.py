@@ -127,7 +127,7 @@ def novelty_rate(cands: list, threads: int) -> float:
               "judge": QueueActor.remote("judge", len(cands) + 1),
               "answer:trivia": QueueActor.remote("answer:trivia", len(cands) + 1)}
     shards = [ShardActor.options(name=f"bench/shard:{i}").remote(i, 384) for i in range(2)]
-    ray.get([s.size.remote() for s in shards])  # started (and kept alive by these handles)
+    ray.get([s.contents.remote() for s in shards])  # started (and kept alive by these handles)
     gate = GateActor.remote([f"bench/shard:{i}" for i in range(2)], 0.9)
     worker = NoveltyWorker.options(num_cpus=1).remote(config, queues, gate, None)
     ray.get(worker.stats.remote())  # model loaded

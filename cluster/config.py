@@ -90,6 +90,7 @@ class TeacherConfig(_Strict):
     max_attempts: int = Field(6, ge=1, le=50)
     backoff_base_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=600)
+    max_failures_in_a_row: int = Field(20, ge=0, le=100_000)  # per instructor; 0 = never give up
     limits: Limits = Field(default_factory=Limits)
     budget: Budget = Field(default_factory=Budget)
     embedded: Embedded = Field(default_factory=Embedded)

@@ -28,6 +28,9 @@ from instructflow.instructors.teacher.api import (
 
 log = logging.getLogger(__name__)
 
+# Failures that say the teacher cannot be reached or cannot serve, as opposed to one bad request.
+UNREACHABLE_REASONS = frozenset({"connection", "server_error", "timeout", "rate_limited"})
+
 Emit = Callable[[list[Candidate]], Awaitable[Any]]
 Take = Callable[[int, float], Awaitable[list[Candidate]]]
 
@@ -45,6 +48,7 @@ class Producer:
         emit_judge: Emit,
         concurrency: int,
         on_event: Callable[[str, int, str, str | None], None] | None = None,
+        max_failures_in_a_row: int = 0,
     ) -> None:
         self.instructor = instructor
         self.teacher = teacher
@@ -54,6 +58,8 @@ class Producer:
         self.concurrency = concurrency
         # (kind, count, stage, reason) -> metrics; a no-op outside Ray
         self.on_event = on_event or (lambda kind, count, stage, reason: None)
+        self.max_failures_in_a_row = max_failures_in_a_row  # 0: never give up
+        self.failed_in_a_row = 0
         self.slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()  # set whenever the quota or the calls in flight change
         self.quota = 0  # candidates this replica may still generate; set by the driver
@@ -153,7 +159,9 @@ class Producer:
     async def _call(self, call: str, work: Awaitable[Any], cand: Candidate | None = None) -> Any:
         """Awaits one instructor call; failures are counted and dead-lettered, never raised."""
         try:
-            return await work
+            result = await work
+            self.failed_in_a_row = 0
+            return result
         except BudgetExhausted:
             self.outcome = self.outcome or "budget"
             self.stop()
@@ -163,11 +171,25 @@ class Producer:
         except RequestFailed as exc:
             self.failures[exc.reason] += 1
             self._dead_letter(call, exc.reason, exc.detail, cand)
+            self._trip_if_unreachable(exc)
         except Exception as exc:  # a parser or template bug must not kill the category
             log.exception("instructor %s failed in %s", self.instructor.category, call)
             self.failures["instructor_error"] += 1
             self._dead_letter(call, "instructor_error", repr(exc), cand)
         return None
+
+    def _trip_if_unreachable(self, exc: RequestFailed) -> None:
+        """Circuit breaker: a teacher that fails every request (down, wrong URL, permanent 5xx)
+        would otherwise be retried forever while nothing is produced."""
+        if exc.reason not in UNREACHABLE_REASONS:
+            return
+        self.failed_in_a_row += 1
+        if self.max_failures_in_a_row and self.failed_in_a_row >= self.max_failures_in_a_row:
+            self.outcome = (
+                f"fatal: the teacher failed {self.failed_in_a_row} requests in a row, each after all its "
+                f"retries (last: {exc.reason}: {exc.detail[:200]}); check teacher.base_url and the server"
+            )
+            self.stop()
 
     def _dead_letter(self, call: str, reason: str, detail: str, cand: Candidate | None) -> None:
         self.dead_letters.append({

@@ -259,3 +259,22 @@ def test_key_missing_in_the_workers_is_one_clear_error(ray_local, stub, tmp_path
     assert "an actor of the run could not start" in ours[0] and f"environment variable {name} is not set" in ours[0]
     assert key not in printed.out + printed.err
     assert stub.stats()["requests"] == 0  # nothing was sent
+
+
+@pytest.mark.fault(
+    fault="teacher unreachable (nothing listens at base_url)",
+    expected="the run ends with one message naming the failure, instead of retrying forever",
+)
+def test_unreachable_teacher_trips_the_circuit_breaker(ray_local, tmp_path):
+    from types import SimpleNamespace
+
+    from tests.integration.raycluster import free_port
+
+    nobody = SimpleNamespace(base_url=f"http://127.0.0.1:{free_port()}/v1")  # no server on that port
+    data = stub_config(nobody, tmp_path / "out", {"general": {"count": 5}})
+    data["teacher"].update(max_failures_in_a_row=3, max_attempts=2)
+    with pytest.raises(driver.RunError) as err:
+        run(parse_config(yaml.safe_dump(data)))
+    message = str(err.value)
+    assert "failed 3 requests in a row" in message and "teacher.base_url" in message
+    assert not list((tmp_path / "out").glob("data/part-*.parquet"))

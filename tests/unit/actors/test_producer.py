@@ -139,3 +139,21 @@ def test_events_report_parse_failures_and_answers():
 
     asyncio.run(main())
     assert ("reject", 1, "parse", "unparseable") in events and ("generated", 1, "generated", None) in events
+
+
+def test_a_teacher_that_fails_every_request_trips_the_breaker():
+    class Down(ScriptedTeacher):
+        async def chat(self, messages, *, category, call, max_tokens=None, temperature=None):
+            self.calls[call] += 1
+            raise RequestFailed("connection", "Connection refused")
+
+    async def main():
+        teacher = Down()
+        producer, *_ = make(teacher, quota=1000)
+        producer.max_failures_in_a_row = 5
+        await asyncio.wait_for(producer.run(), 5)
+        return producer, teacher.calls["generate"]
+
+    producer, calls = asyncio.run(main())
+    assert producer.outcome.startswith("fatal: the teacher failed 5 requests in a row")
+    assert "Connection refused" in producer.outcome and 5 <= calls <= 6
