@@ -92,9 +92,14 @@ def start_ray(address: str | None) -> bool:
     return started_here
 
 
-def teacher_url(config: Config) -> str:
+def teacher_url(config: Config) -> tuple[str, Any]:
     """Starts the embedded teacher if asked for, and creates the cluster-wide rate limiter for the
-    endpoint here, so that it lives as long as the driver (a named actor dies with its creator)."""
+    endpoint here, so that it lives as long as the driver (a named actor dies with its creator).
+
+    Returns the base URL and the limiter's handle, which the caller must hold until the run ends:
+    Ray destroys a named actor as soon as no handle to it is left, and the first actor to ask for
+    it would then create (and own) a new one, which dies for good when that actor is killed.
+    """
     from instructflow.actors.limiter import teacher_gate
 
     if config.teacher.kind == "embedded":
@@ -104,8 +109,7 @@ def teacher_url(config: Config) -> str:
     else:
         base_url = config.teacher.base_url
     t = config.teacher
-    teacher_gate(base_url, t.model, t.limits, t.budget, scope=config.run_id)
-    return base_url
+    return base_url, teacher_gate(base_url, t.model, t.limits, t.budget, scope=config.run_id)
 
 
 def load_topics(config: Config, base_url: str) -> list[str]:
@@ -399,7 +403,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
     started_here = start_ray(address)
     topo, base_url = None, None
     try:
-        base_url = teacher_url(config)
+        base_url, limiter = teacher_url(config)  # `limiter` is held for the run (see teacher_url)
         topics = load_topics(config, base_url)
         topo = build(config, base_url, topics, out)
         wait_ready(config, topo)
