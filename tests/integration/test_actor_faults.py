@@ -52,13 +52,13 @@ def actor_pid(handle: Any, timeout: float) -> int:
 
 
 class Killer(threading.Thread):
-    """Kills the run's actor `role` once rows are committed, and waits until it is back."""
+    """Kills the named actors once rows are committed, and waits until each is back."""
 
-    def __init__(self, out: Path, name: str, how: str) -> None:
-        super().__init__(name=f"kill {name}", daemon=True)
-        self.out, self.actor, self.how = out, name, how
+    def __init__(self, out: Path, names: list[str], how: str) -> None:
+        super().__init__(name=f"kill {names}", daemon=True)
+        self.out, self.actors, self.how = out, names, how
         self.rows_at_kill: int | None = None
-        self.pids: tuple[int, int] | None = None
+        self.pids: dict[str, tuple[int, int]] = {}  # name -> (pid before, pid after the restart)
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -70,23 +70,25 @@ class Killer(threading.Thread):
     def _kill_and_watch(self) -> None:
         import ray
 
-        wait_for(lambda: committed_rows(self.out) > 0, FIRST_COMMIT_S, f"no committed rows before killing {self.actor}")
-        handle = ray.get_actor(self.actor, namespace=NAMESPACE)
-        before = actor_pid(handle, timeout=60)
+        wait_for(lambda: committed_rows(self.out) > 0, FIRST_COMMIT_S, f"no committed rows before killing {self.actors}")
+        handles = {name: ray.get_actor(name, namespace=NAMESPACE) for name in self.actors}
+        before = {name: actor_pid(handle, timeout=60) for name, handle in handles.items()}
         self.rows_at_kill = committed_rows(self.out)
-        if self.how == "sigkill":
-            os.kill(before, signal.SIGKILL)
-        else:
-            ray.kill(handle, no_restart=False)
-        after = wait_for(
-            lambda: (pid := actor_pid(handle, timeout=RESTART_S)) != before and pid,
-            RESTART_S, f"{self.actor} did not come back in a new process",
-        )
-        self.pids = (before, after)
+        for name, handle in handles.items():
+            if self.how == "sigkill":
+                os.kill(before[name], signal.SIGKILL)
+            else:
+                ray.kill(handle, no_restart=False)
+        for name, handle in handles.items():
+            after = wait_for(
+                lambda h=handle, old=before[name]: (pid := actor_pid(h, timeout=RESTART_S)) != old and pid,
+                RESTART_S, f"{name} did not come back in a new process",
+            )
+            self.pids[name] = (before[name], after)
 
 
 KILLS = [
-    ("instructor:general:0", "ray.kill", "one instructor replica killed (ray.kill) mid-run"),
+    ("instructor:general:0+instructor:trivia:0", "ray.kill", "every instructor replica killed (ray.kill) mid-run"),
     ("embedder:0", "ray.kill", "the embedding worker killed (ray.kill) mid-run"),
     ("shard:0", "ray.kill", "a novelty shard killed (ray.kill); restarts empty"),
     ("gate", "sigkill", "the novelty gate's process SIGKILLed; its ledger is lost"),
@@ -95,8 +97,18 @@ KILLS = [
     ("writer", "sigkill", "the writer's process SIGKILLed mid-run"),
     ("queue:novelty", "ray.kill", "the novelty queue killed (ray.kill); restarts empty"),
     ("queue:answer:general", "ray.kill", "an answer queue killed (ray.kill); restarts empty"),
+    ("teacher-limiter", "ray.kill", "the run's teacher rate limiter killed (ray.kill); its window is lost"),
 ]
 EXPECTED = "Ray restarts it; run ends at exactly the target, unique ids, no near-duplicates, all parts readable"
+
+
+def full_name(config: Any, role: str) -> str:
+    """The Ray actor name of one of the run's actors (the teacher limiter is named per endpoint)."""
+    if role == "teacher-limiter":
+        from instructflow.actors.limiter import gate_name
+
+        return gate_name(config.teacher.base_url, config.teacher.model, config.run_id)
+    return actor_name(config, role)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +136,7 @@ def test_run_survives_actor_death(ray_local, slow_stub, tmp_path, role, how):
         writer={"rows_per_part": 8, "flush_interval_s": 0.3},
     )
     config = parse_config(yaml.safe_dump(data))
-    killer = Killer(out, actor_name(config, role), how)
+    killer = Killer(out, [full_name(config, r) for r in role.split("+")], how)
     killer.start()
     try:
         progress = run(config)
@@ -134,7 +146,7 @@ def test_run_survives_actor_death(ray_local, slow_stub, tmp_path, role, how):
     assert killer.rows_at_kill is not None and killer.rows_at_kill < sum(TARGETS.values()), (
         f"the kill landed after the run had finished ({killer.rows_at_kill} rows committed)"
     )
-    assert killer.pids is not None and killer.pids[0] != killer.pids[1]
+    assert len(killer.pids) == len(role.split("+")), killer.pids
     assert progress.all_done()
     check_dataset(out, TARGETS, THRESHOLD)
 
