@@ -25,7 +25,7 @@ from instructflow.cluster.driver import NAMESPACE, actor_name, run
 from tests.integration.conftest import stub_config
 from tests.integration.dataset_checks import check_dataset, committed_rows
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]  # a hung run fails, with stacks
 
 TARGETS = {"general": 20, "trivia": 20}
 THRESHOLD = 0.9

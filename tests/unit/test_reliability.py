@@ -64,9 +64,6 @@ def test_render_replaces_only_the_marked_block():
     assert reliability.BEGIN in reliability.render("# Title\n", entries)
 
 
-def test_results_of_removed_tests_are_left_out(tmp_path):
-    (tmp_path / "t.py").write_text("def test_kept(x):\n    pass\n")
-    kept = {"nodeid": "t.py::test_kept[a b]"}
-    assert reliability.still_defined(kept, tmp_path)
-    assert not reliability.still_defined({"nodeid": "t.py::test_renamed"}, tmp_path)
-    assert not reliability.still_defined({"nodeid": "gone.py::test_kept"}, tmp_path)
+def test_results_of_tests_that_no_longer_exist_are_left_out():
+    entries = [{"nodeid": "t.py::test_k[new-id]"}, {"nodeid": "t.py::test_k[old-id]"}, {"nodeid": "gone.py::t"}]
+    assert reliability.current(entries, {"t.py::test_k[new-id]", "t.py::other"}) == entries[:1]
