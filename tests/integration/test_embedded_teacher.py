@@ -57,20 +57,12 @@ def test_engine_answers_chat_and_completion_and_maps_llama_errors() -> None:
 
 
 @pytest.fixture(scope="module")
-def teacher_url() -> Iterator[str]:
-    import ray
-
+def teacher_url(ray_local) -> Iterator[str]:
+    """The embedded teacher on the integration tests' shared local Ray."""
     from instructflow.actors.teacher_serve import start_embedded_teacher, stop_embedded_teacher
 
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield start_embedded_teacher(_settings(), timeout_s=90)
-            stop_embedded_teacher()
-        finally:
-            ray.shutdown()
+    yield start_embedded_teacher(_settings(), timeout_s=90)
+    stop_embedded_teacher()
 
 
 @pytest.mark.ray
