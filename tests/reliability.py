@@ -47,7 +47,9 @@ def fault_of(item: pytest.Item) -> tuple[str, str] | None:
     fault, expected = marker.kwargs.get("fault"), marker.kwargs.get("expected")
     if not fault or not expected:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.fault needs fault=... and expected=...")
-    return str(fault), str(expected)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    # A parametrised test names its case with placeholders, e.g. fault="bad input: {case}".
+    return str(fault).format(**params), str(expected).format(**params)
 
 
 def record(item: pytest.Item, report: pytest.TestReport, results: Path = RESULTS) -> None:

@@ -176,8 +176,7 @@ CASES = {
 
 
 @pytest.mark.fault(
-    fault="bad input: malformed YAML, unknown key, wrong type, undeclared template variable, "
-          "empty/unreadable topics and seed files, output directory under a regular file",
+    fault="bad input: {case}",
     expected="exit 2 with one line naming the file, key and cause; no traceback; Ray never started",
 )
 @pytest.mark.parametrize("case", list(CASES))
