@@ -200,6 +200,50 @@ def topic_list(rng: random.Random, count: int) -> str:
     return "\n".join(f"{i}. {topic(rng)}" for i in range(1, count + 1))
 
 
+# "Write 5 trivia questions", "Make up 3 original riddles": how many items a generating prompt asks for.
+_REQUESTED = re.compile(r"\b(?:Write|Make up|Invent|Imagine|Think of|List)\s+(\d{1,3})\b")
+_LABEL = re.compile(r"[A-Z][A-Z ]*\d*:")
+_NUMBERED = re.compile(r"\d+\.\s")
+
+
+def requested_count(prompt: str) -> int | None:
+    """The item count a generating prompt asks for, when it says so in the packaged wording."""
+    match = _REQUESTED.search(prompt)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
+def split_items(example: str) -> tuple[list[list[str]], bool] | None:
+    """The example split into its repeated items (label blocks or a numbered list), or None."""
+    lines = example.splitlines()
+    label = _LABEL.match(lines[0]) if lines else None
+    numbered = bool(lines) and _NUMBERED.match(lines[0]) is not None
+    if not (label or numbered):
+        return None
+    items: list[list[str]] = []
+    for line in lines:
+        starts = line.startswith(label.group(0)) if label else _NUMBERED.match(line) is not None
+        if starts or not items:
+            items.append([])
+        items[-1].append(line)
+    return (items, numbered) if len(items) > 1 else None
+
+
+def fit_count(example: str, count: int) -> str:
+    """The example with its items cycled or cut to `count`, as a teacher asked for `count` would
+    answer; an example that is not a list of like items comes back unchanged."""
+    found = split_items(example)
+    if found is None:
+        return example
+    items, numbered = found
+    out: list[str] = []
+    for i in range(count):
+        lines = list(items[i % len(items)])
+        if numbered:
+            lines[0] = _NUMBERED.sub(f"{i + 1}. ", lines[0], count=1)
+        out.extend(lines)
+    return "\n".join(out)
+
+
 class ReplyWriter:
     """Chooses and writes the content of one stub reply (see `stub` for the lookup order)."""
 
@@ -220,7 +264,8 @@ class ReplyWriter:
             return rng.choice(history), "p_duplicate"
         example = self.example_for(category, call)
         if example is not None:
-            text = perturb(example, rng)
+            wanted = requested_count(prompt) if call == "generate" else None
+            text = perturb(fit_count(example, wanted) if wanted else example, rng)
         elif call == "topics":
             numbers = [int(n) for n in re.findall(r"\b(\d{1,3})\b", prompt) if 0 < int(n) <= 500]
             text = topic_list(rng, numbers[0] if numbers else 20)

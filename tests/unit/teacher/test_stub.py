@@ -19,7 +19,13 @@ import pytest
 from instructflow.instructors import registry
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
 from instructflow.instructors.teacher.stub import StubTeacher
-from instructflow.instructors.teacher.stubtext import ReplyWriter, perturb
+from instructflow.instructors.teacher.stubtext import (
+    ReplyWriter,
+    fit_count,
+    perturb,
+    requested_count,
+    split_items,
+)
 from instructflow.prompts import PROMPTS_DIR
 
 
@@ -94,6 +100,42 @@ def test_perturbed_examples_parse_like_the_originals(category: str, example: str
         copy = perturb(example, random.Random(seed))
         assert copy != example
         assert len(instructor.parse(copy, values)) == expected, copy
+
+
+@pytest.mark.parametrize(("category", "example"), generate_examples(), ids=lambda v: v if len(v) < 40 else "")
+def test_list_replies_hold_as_many_items_as_the_prompt_asks(category: str, example: str) -> None:
+    """A generating call for N items gets N back (cycled from the example), so a benchmark's
+    rows-per-call is what it asked for; examples that are not lists of like items stay whole."""
+    cls = registry.get_instructor(category)
+    instructor = cls(cls.Params(count=1), topics=["tides"], rng=random.Random(0))
+    values = instructor.choose()
+    per_example = len(instructor.parse(example, values))
+    found = split_items(example)
+    fitted_any = False
+    for wanted in (1, 2, 7):
+        prompt = instructor.template.render({**instructor.common_values(), **{**values, "count": wanted}})
+        if requested_count(prompt) != wanted:
+            continue  # this category's prompt does not ask for a count in the packaged wording
+        got = len(instructor.parse(perturb(fit_count(example, wanted), random.Random(wanted)), values))
+        if found is None:
+            assert got == per_example
+        else:
+            fitted_any = True
+            per_item, rest = divmod(per_example, len(found[0]))
+            assert rest == 0 and got == wanted * per_item, (wanted, got)
+    if category in {"trivia", "general", "riddle", "joke"}:
+        assert fitted_any
+
+
+def test_trivia_call_for_five_pairs_gets_five(stub: StubTeacher) -> None:
+    async def go() -> str:
+        async with aiohttp.ClientSession() as session:
+            _, _, text = await post(session, stub.base_url, "trivia", "generate", "Write 5 trivia questions about owls.")
+            return json.loads(text)["choices"][0]["message"]["content"]
+
+    reply = asyncio.run(go())
+    assert reply.count("QUESTION:") == 5 and reply.count("ANSWER:") == 5
+    assert requested_count("Make up 12 original riddles") == 12 and requested_count("no number here") is None
 
 
 def test_perturbation_keeps_labels_keys_markers_and_code() -> None:
