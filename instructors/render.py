@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,16 @@ class PromptTemplate:
     path: Path
     source: str
     variables: frozenset[str]
+    # Compiled once: compiling costs more than rendering, and a producer renders on every call.
+    _compiled: jinja2.Template = field(init=False, repr=False, compare=False)
 
-    @property
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", _ENV.from_string(self.source))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PromptTemplate, (self.name, self.path, self.source, self.variables))  # recompiled on arrival
+
+    @cached_property
     def digest(self) -> str:
         """12-hex-digit sha256 of the template source; recorded on every row it produced."""
         return hashlib.sha256(self.source.encode()).hexdigest()[:12]
@@ -48,7 +57,7 @@ class PromptTemplate:
         if missing:
             raise TemplateError(f"{self.path}: no value for {', '.join(sorted(missing))}")
         try:
-            return _ENV.from_string(self.source).render(**values).strip()
+            return self._compiled.render(**values).strip()
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"{self.path}: {exc.message}") from None
 
