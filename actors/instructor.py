@@ -8,6 +8,7 @@ from typing import Any
 import ray
 
 from instructflow.actors import metrics
+from instructflow.actors.core.coalesce import Coalescer
 from instructflow.actors.core.producer import Producer
 from instructflow.actors.novelty import pack
 from instructflow.instructors.record import Candidate
@@ -44,15 +45,20 @@ class InstructorActor:
         self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
         novelty, answers, judge = queues["novelty"], queues[f"answer:{category}"], queues["judge"]
 
+        # Concurrent calls' puts share round trips (one in flight per queue); each caller still
+        # waits for its own items to be in the queue, so a full queue holds its producer back.
+        to_novelty: Coalescer[Any] = Coalescer(lambda items: novelty.put_batch.remote(items))
+        to_judge: Coalescer[Candidate] = Coalescer(lambda items: judge.put_batch.remote(items))
+
         async def emit_novelty(cands: list[Candidate]) -> None:
             metrics.inc("candidates", len(cands), category=category, stage="parsed")
-            await novelty.put_batch.remote(pack(cands))
+            await to_novelty.submit(pack(cands))
 
         async def take_answers(max_items: int, timeout: float) -> list[Candidate]:
             return await answers.get_batch.remote(max_items, timeout)
 
         async def emit_judge(cands: list[Candidate]) -> None:
-            await judge.put_batch.remote(cands)
+            await to_judge.submit(cands)
 
         def on_event(kind: str, count: int, stage: str, reason: str | None) -> None:
             if kind == "reject":

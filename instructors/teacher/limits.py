@@ -108,6 +108,21 @@ class RateLimiter:
                 await self._wait_for_room(est)
         finally:
             self.waiting -= 1
+        self._admit(est)
+
+    def try_acquire(self, est_tokens: int) -> bool:
+        """Counts one request in flight if it may start right now, without waiting or jumping the
+        queue (False while anyone waits). Never raises: a spent budget is simply False here, and
+        `acquire` reports it."""
+        est = max(0, int(est_tokens))
+        if self.waiting or self._turn.locked() or self._spent():
+            return False
+        if self._time_wait(est) > 0 or self.in_flight >= self.allowed or self._budget_crowded(est):
+            return False
+        self._admit(est)
+        return True
+
+    def _admit(self, est: int) -> None:
         if self.requests:
             self.requests.take(1)
         if self.tokens:
@@ -146,6 +161,11 @@ class RateLimiter:
             worst = (self.reserved + est) * self._highest_price() / 1000.0
             return self.spent_usd + worst > self.max_cost_usd
         return False
+
+    def _spent(self) -> bool:
+        return (self.max_tokens_total is not None and self.spent_tokens >= self.max_tokens_total) or (
+            self.max_cost_usd is not None and self.spent_usd >= self.max_cost_usd
+        )
 
     def _raise_if_spent(self) -> None:
         if self.max_tokens_total is not None and self.spent_tokens >= self.max_tokens_total:

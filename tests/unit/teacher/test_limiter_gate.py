@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -49,6 +50,32 @@ class GateUser:
     async def release(self, tokens: int) -> None:
         await self.limiter.release(outcome="ok", model="m", prompt_tokens=tokens, completion_tokens=0)
 
+    async def burst(self, n: int, hold_s: float) -> tuple[int, int]:
+        """n concurrent acquire -> hold -> release; returns (peak admitted at once, round trips)."""
+        active = peak = 0
+
+        async def one() -> None:
+            nonlocal active, peak
+            await self.limiter.acquire(1)
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(hold_s)
+            active -= 1
+            await self.limiter.release(outcome="ok", model="m", prompt_tokens=1, completion_tokens=0)
+
+        await asyncio.gather(*[one() for _ in range(n)])
+        return peak, self.limiter.round_trips
+
+    async def give_up_waiting(self, n: int, wait_s: float) -> int:
+        """Starts n acquires, cancels them all after wait_s; returns how many had been admitted."""
+        tasks = [asyncio.create_task(self.limiter.acquire(1)) for _ in range(n)]
+        await asyncio.sleep(wait_s)
+        admitted = sum(t.done() and not t.cancelled() and t.exception() is None for t in tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return admitted
+
     async def chat(self, config: Any, base_url: str, n: int) -> int:
         from instructflow.instructors.teacher.client import TeacherClient
 
@@ -85,3 +112,28 @@ def test_teacher_clients_in_two_actors_respect_the_shared_cap(local_ray: None) -
     assert replies == [6, 6]
     assert stats["requests"] == 12 and stats["max_concurrency_seen"] <= 2
     assert ray.get(gate.snapshot.remote(), timeout=30)["outcomes"] == {"ok": 12}
+
+
+def test_concurrent_requests_share_round_trips_and_keep_the_cap(local_ray: None) -> None:
+    url = "http://gate-burst.invalid/v1"
+    gate = teacher_gate(url, "m", Limits(max_in_flight=8), Budget(), NAMESPACE)
+    user = GateUser.remote(url, "m")
+    peak, round_trips = ray.get(user.burst.remote(64, 0.05), timeout=60)
+    snap = ray.get(gate.snapshot.remote(), timeout=30)
+    assert peak == 8, "the gate's cap of 8 was not filled, or was exceeded"
+    assert snap["outcomes"] == {"ok": 64} and snap["in_flight"] == 0
+    # One call per acquire and per release would be 128 round trips.
+    assert round_trips < 64, round_trips
+
+
+def test_waiters_that_give_up_leave_no_slot_taken(local_ray: None) -> None:
+    url = "http://gate-cancel.invalid/v1"
+    gate = teacher_gate(url, "m", Limits(max_in_flight=1), Budget(), NAMESPACE)
+    holder, quitter = GateUser.remote(url, "m"), GateUser.remote(url, "m")
+    assert ray.get(holder.acquire.remote(), timeout=30) == "admitted"
+    assert ray.get(quitter.give_up_waiting.remote(5, 0.3), timeout=30) == 0  # all were waiting
+    ray.get(holder.release.remote(1), timeout=30)
+    assert ray.get(holder.acquire.remote(), timeout=30) == "admitted"  # nobody else holds the slot
+    ray.get(holder.release.remote(1), timeout=30)
+    snap = ray.get(gate.snapshot.remote(), timeout=30)
+    assert snap["in_flight"] == 0 and snap["waiting"] == 0, snap
