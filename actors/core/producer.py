@@ -96,7 +96,7 @@ class Producer:
     async def run(self) -> None:
         """Runs every loop until stopped, the answer queue closes, or the budget or a fatal error ends it."""
         loops = [self._generate_loop() for _ in range(self.concurrency)]
-        loops += [self._answer_loop() for _ in range(self.concurrency)]
+        loops.append(self._answer_loop())
         await asyncio.gather(*loops)
 
     def _may_generate(self) -> bool:
@@ -132,29 +132,46 @@ class Producer:
                 return
 
     async def _answer_loop(self) -> None:
-        while not self.stopping and self.answering:
-            batch = await self.take_answers(1, 0.5)
-            if not batch:
-                if not self.generating:
-                    return
-                continue
-            cand = batch[0]
-            self.held += 1
-            try:
-                async with self.slots:
-                    answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
-                if answered is None:  # failed for good, or cut off by the budget or a fatal error
-                    reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
-                    self.dropped[reason] += 1
-                    self.on_event("reject", 1, "generate", reason)
+        """One taker for the answer queue: it takes as many admitted candidates as there are free
+        answering tasks (at most `concurrency`), so an idle queue costs two polls a second, not
+        two per slot, and a busy one is emptied in batches."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping and self.answering:
+                free = self.concurrency - len(tasks)
+                if free <= 0:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                self.answered += 1
-                self.on_event("generated", 1, "generated", None)
-                await self.emit_judge([answered])
-            except QueueClosed:
+                batch = await self.take_answers(free, 0.5)
+                if not batch:
+                    if not self.generating:
+                        break
+                    continue
+                for cand in batch:
+                    self.held += 1
+                    task = asyncio.create_task(self._answer(cand))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks)
+
+    async def _answer(self, cand: Candidate) -> None:
+        try:
+            async with self.slots:
+                answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
+            if answered is None:  # failed for good, or cut off by the budget or a fatal error
+                reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
+                self.dropped[reason] += 1
+                self.on_event("reject", 1, "generate", reason)
                 return
-            finally:
-                self.held -= 1
+            self.answered += 1
+            self.on_event("generated", 1, "generated", None)
+            await self.emit_judge([answered])
+        except QueueClosed:
+            self.answering = False
+        finally:
+            self.held -= 1
 
     async def _call(self, call: str, work: Awaitable[Any], cand: Candidate | None = None) -> Any:
         """Awaits one instructor call; failures are counted and dead-lettered, never raised."""

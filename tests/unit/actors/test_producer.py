@@ -157,3 +157,37 @@ def test_a_teacher_that_fails_every_request_trips_the_breaker():
     producer, calls = asyncio.run(main())
     assert producer.outcome.startswith("fatal: the teacher failed 5 requests in a row")
     assert "Connection refused" in producer.outcome and 5 <= calls <= 6
+
+
+def test_one_taker_serves_the_answer_queue_in_batches():
+    """64 slots must not mean 64 pollers: an idle answer queue is asked about twice a second, and
+    a queue holding many candidates is emptied in a few takes, answered concurrently."""
+
+    async def main():
+        teacher = ScriptedTeacher()
+        producer, novelty, answers, judged = make(teacher, quota=0, concurrency=64)
+        takes = []
+
+        async def counting_take(max_items, timeout):
+            takes.append(max_items)
+            return await answers.get_batch(max_items, timeout)
+
+        producer.take_answers = counting_take
+        task = asyncio.create_task(producer.run())
+        await asyncio.sleep(1.2)
+        idle_takes = len(takes)
+        general = get_instructor("general")(get_instructor("general").Params(count=1), topics=["x"])
+        await answers.put_batch([general.candidate(f"Explain topic number {i} in depth.") for i in range(100)])
+        for _ in range(500):
+            if producer.answered >= 100:
+                break
+            await asyncio.sleep(0.01)
+        busy_takes = len(takes) - idle_takes
+        producer.stop_generating()
+        await asyncio.wait_for(task, 5)
+        return idle_takes, busy_takes, producer.answered, takes
+
+    idle_takes, busy_takes, answered, takes = asyncio.run(main())
+    assert idle_takes <= 4, idle_takes
+    assert answered == 100
+    assert busy_takes <= 10 and max(takes) == 64, takes
