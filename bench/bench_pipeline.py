@@ -1,6 +1,7 @@
 """Pipeline throughput against its two bounds, measured side by side in one run.
 
     .venv/bin/python bench/bench_pipeline.py [--concurrency 64] [--latency 1.0] [--rows-per-call 5]
+        [--embedders N] [--torch-threads N] [--batch-size 64] [--skip-novelty] [--skip-pipeline]
 
 1. Starts the stub teacher in its own process (latency L, no faults).
 2. Encoder bound: the best raw `SentenceTransformer.encode` rate on the same texts and cores, of
@@ -67,7 +68,7 @@ async def sample_texts(base_url: str, calls: int, per_call: int) -> list:
     return cands, sum(map(len, batches)) / calls
 
 
-def _encode_timed(texts: list[str], threads: int, barrier: Any) -> float:
+def _encode_timed(texts: list[str], threads: int, barrier: Any, batch: int = 64) -> float:
     from instructflow.actors.core.embedder import Embedder
 
     emb = Embedder(threads=threads)
@@ -75,22 +76,22 @@ def _encode_timed(texts: list[str], threads: int, barrier: Any) -> float:
     if barrier is not None:
         barrier.wait()
     started = time.perf_counter()
-    for i in range(0, len(texts), 64):
-        emb.encode(texts[i : i + 64])
+    for i in range(0, len(texts), batch):
+        emb.encode(texts[i : i + batch], batch)
     return time.perf_counter() - started
 
 
-def encoder_rate(texts: list[str], threads: int, processes: int = 1) -> float:
-    """Raw `SentenceTransformer.encode` rows/s, batches of 64: one process with `threads` threads,
-    or `processes` processes (started together) each encoding all of `texts`."""
+def encoder_rate(texts: list[str], threads: int, processes: int = 1, batch: int = 64) -> float:
+    """Raw `SentenceTransformer.encode` rows/s in batches of `batch`: one process with `threads`
+    threads, or `processes` processes (started together) each encoding all of `texts`."""
     if processes == 1:
-        return len(texts) / _encode_timed(texts, threads, None)
+        return len(texts) / _encode_timed(texts, threads, None, batch)
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ctx.Pool(processes) as pool:
         barrier = manager.Barrier(processes)
-        walls = pool.starmap(_encode_timed, [(texts, threads, barrier)] * processes)
+        walls = pool.starmap(_encode_timed, [(texts, threads, barrier, batch)] * processes)
     return processes * len(texts) / max(walls)
 
 
@@ -116,7 +117,8 @@ def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
         "teacher": {"base_url": base_url, "model": "stub", "api_key_env": None, "max_tokens": 256,
                     "limits": {"max_in_flight": args.concurrency}},
         "topics": {"file": None},
-        "novelty": {"shards": 2, "batch_size": 64, "embedders": args.embedders, "torch_threads": args.torch_threads},
+        "novelty": {"shards": 2, "batch_size": args.batch_size, "embedders": args.embedders,
+                    "torch_threads": args.torch_threads},
         "writer": {"rows_per_part": 200, "flush_interval_s": 1.0, "keep_rejects": False},
         "queues": {"novelty": 4096, "judge": 4096, "writer": 8192},
         "categories": {"trivia": {"count": args.rows, "batch_size": args.rows_per_call,
@@ -128,7 +130,7 @@ def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
             "steady_rows_per_s": steady_rate(out, args.rows), "rejects": dict(progress.rejects)}
 
 
-def novelty_rate(cands: list, threads: int, workers: int = 1) -> float:
+def novelty_rate(cands: list, threads: int, workers: int = 1, batch: int = 64) -> float:
     """Candidates/s through queue -> novelty workers -> gate -> shards -> judge queue."""
     import ray
     import yaml
@@ -138,7 +140,7 @@ def novelty_rate(cands: list, threads: int, workers: int = 1) -> float:
     from instructflow.cluster.config import parse_config
 
     config = parse_config(yaml.safe_dump({
-        "novelty": {"shards": 2, "batch_size": 64, "torch_threads": threads},
+        "novelty": {"shards": 2, "batch_size": batch, "torch_threads": threads},
         "writer": {"keep_rejects": False}, "categories": {"trivia": {"count": 1}},
     }))
     queues = {"novelty": QueueActor.remote("novelty", len(cands) + 1),
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--embedders", type=int, default=os.cpu_count() or 1,
                         help="novelty.embedders in the pipeline run (default: one per core)")
     parser.add_argument("--torch-threads", type=int, default=1, help="novelty.torch_threads in the pipeline run")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="encoder batch: novelty.batch_size, and the raw encoder's batches")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-novelty", action="store_true", help="skip the novelty-stage-alone measurement")
     args = parser.parse_args()
@@ -187,8 +191,9 @@ def main() -> None:
         texts = [c.instruction for c in cands][:2000]
         # The encoder bound is the best raw rate these cores give: one process using both threads,
         # or one single-threaded process per core (torch scales sub-linearly with threads).
-        raw_by = {"1x2": encoder_rate(texts, threads=2),
-                  f"{os.cpu_count()}x1": encoder_rate(texts, threads=1, processes=os.cpu_count() or 1)}
+        raw_by = {"1x2": encoder_rate(texts, threads=2, batch=args.batch_size),
+                  f"{os.cpu_count()}x1": encoder_rate(texts, threads=1, processes=os.cpu_count() or 1,
+                                                      batch=args.batch_size)}
         raw = max(raw_by.values())
         teacher_bound = args.concurrency / args.latency * per_call
         result = {"cpus": os.cpu_count(), "texts": len(texts), "parsed_rows_per_call": per_call,
@@ -200,7 +205,7 @@ def main() -> None:
         if not args.skip_novelty:
             # The novelty stage in the same layout as the best raw rate, against that rate.
             workers, threads = (1, 2) if raw == raw_by["1x2"] else (os.cpu_count() or 1, 1)
-            nov = novelty_rate(cands[:2000], threads=threads, workers=workers)
+            nov = novelty_rate(cands[:2000], threads=threads, workers=workers, batch=args.batch_size)
             result["novelty_layout"] = f"{workers}x{threads}"
             result["novelty_rows_per_s"] = round(nov, 1)
             result["novelty_vs_encoder"] = round(nov / raw, 3)

@@ -90,3 +90,10 @@ def test_effective_config_holds_no_secret(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
     dumped = yaml.safe_dump(parse_config(MINIMAL).effective())
     assert "sk-secret-value" not in dumped and "OPENAI_API_KEY" in dumped
+
+
+def test_reference_config_shows_the_defaults():
+    """The reference is documentation: every value in it is the default the code uses."""
+    reference = load_config(CONFIG_DIR / "reference.yaml").model_dump(exclude={"categories"})
+    defaults = Config.model_validate({"categories": {"general": {"count": 1}}}).model_dump(exclude={"categories"})
+    assert reference == defaults
