@@ -44,6 +44,9 @@ class Embedder:
             torch.set_num_threads(threads)
         self.model = SentenceTransformer(str(model_path(name)), device=device)
         self.dim = int(self.model.get_embedding_dimension())
+        # The first forward pass pays torch's lazy set-up (a few hundred ms); pay it here, at
+        # start-up, rather than on the first batch of candidates.
+        self.encode(["warm-up sentence for the encoder"] * 4)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embeds texts as a (len(texts), dim) float32 array of unit vectors."""

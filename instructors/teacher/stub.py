@@ -4,9 +4,9 @@ Every test and benchmark talks to it instead of a paid API. It serves `POST /v1/
 `POST /v1/completions` and `GET /v1/models`, plus `GET /stats` and `POST /control` (change faults
 while running). Replies are deterministic for a given seed and request order, and parseable by
 every instructor: for headers X-Instructflow-Category=C and X-Instructflow-Call=K the content is a
-perturbed copy (see `stubtext`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt,
-else for K=judge prompts/judge.example.txt, else for K=topics a numbered list of made-up topics,
-else a paragraph of 2-5 sentences.
+perturbed copy (see `stubtext`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt
+(cycled or cut to the N list items the prompt asks for), else for K=judge prompts/judge.example.txt,
+else for K=topics a numbered list of made-up topics, else a paragraph of 2-5 sentences.
 
 In a test::
 
