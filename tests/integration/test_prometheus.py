@@ -172,9 +172,11 @@ def run(tmp_path_factory):
     head.env["RAY_metrics_report_interval_ms"] = "1000"  # workers report every second, not every 10
     budget = {"max_tokens_total": 5_000_000, "max_cost_usd": 100.0,
               "prices": {"stub": {"prompt_per_1k": 0.01, "completion_per_1k": 0.03}}}
-    with StubTeacher(seed=11, latency_s=0.3, p_429=0.1, retry_after_s=0.2, p_duplicate=0.2) as stub, head, \
+    # Replies repeated verbatim (p_duplicate) are what the novelty stage rejects here. Small batches
+    # mean about 20 generating calls, so the chance that none of them repeats is 0.7^19 < 0.1%.
+    with StubTeacher(seed=11, latency_s=0.3, p_429=0.1, retry_after_s=0.2, p_duplicate=0.3) as stub, head, \
             LocalPrometheus(PROMETHEUS, tmp / "prometheus", f"127.0.0.1:{head.metrics_port}") as prom:
-        cats = {name: {"count": n, "batch_size": 4, "concurrency": 2} for name, n in TARGETS.items()}
+        cats = {name: {"count": n, "batch_size": 2, "concurrency": 2} for name, n in TARGETS.items()}
         config = tmp / "job.yaml"
         config.write_text(yaml.safe_dump(stub_config(stub, tmp / "out", cats, teacher={"budget": budget})))
         log, running = EndpointLog(), threading.Event()
