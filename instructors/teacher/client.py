@@ -283,9 +283,10 @@ class TeacherClient:
         charged = (_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"))
         choices = body.get("choices") or []
         try:
-            first = choices[0] if choices else {}
-            text = first["message"]["content"] if kind == "chat" and first else first.get("text") if first else None
-        except (AttributeError, KeyError, TypeError):
+            text = None
+            if choices:
+                text = choices[0]["message"]["content"] if kind == "chat" else choices[0]["text"]
+        except (KeyError, TypeError):
             return _Failure("garbled_reply", "server_error", "reply has an unreadable `choices` field")
         if text is not None and not isinstance(text, str):
             return _Failure("garbled_reply", "server_error", "reply content is not text")

@@ -42,6 +42,25 @@ def test_in_flight_cap_blocks_until_a_release() -> None:
     asyncio.run(scenario())
 
 
+def test_try_acquire_admits_only_what_may_start_now_and_never_jumps_the_queue() -> None:
+    async def scenario() -> None:
+        lim = RateLimiter(Limits(max_in_flight=2), Budget(max_tokens_total=100))
+        assert lim.try_acquire(10) and lim.try_acquire(10)
+        assert not lim.try_acquire(10) and lim.in_flight == 2  # the cap
+        waiter = asyncio.create_task(lim.acquire(10))
+        await yield_many()
+        await lim.release(**ok(30))  # a slot frees, but the waiter came first
+        assert not lim.try_acquire(10)
+        await asyncio.wait_for(waiter, 2)
+        await lim.release(**ok(30))
+        await lim.release(**ok(50))  # 110 of 100 tokens spent
+        assert not lim.try_acquire(10) and lim.in_flight == 0  # spent: False, not an exception
+        with pytest.raises(BudgetExhausted):
+            await lim.acquire(10)
+
+    asyncio.run(scenario())
+
+
 def test_aimd_window_halves_once_per_round_trip_in_a_429_storm() -> None:
     async def scenario() -> list[int]:
         lim = RateLimiter(Limits(max_in_flight=16, min_in_flight=1))
