@@ -48,11 +48,6 @@ class Coalescer(Generic[T]):
             self._pump = loop.create_task(self._run())
         await done
 
-    async def flush(self) -> None:
-        """Waits until everything submitted so far has been sent (or failed)."""
-        while self._pump is not None and not self._pump.done():
-            await asyncio.shield(self._pump)
-
     def _take(self) -> tuple[list[T], list[asyncio.Future[None]]]:
         items: list[T] = []
         waiters: list[asyncio.Future[None]] = []

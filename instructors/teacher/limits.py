@@ -115,9 +115,9 @@ class RateLimiter:
         queue (False while anyone waits). Never raises: a spent budget is simply False here, and
         `acquire` reports it."""
         est = max(0, int(est_tokens))
-        if self.waiting or self._turn.locked() or self._spent():
+        if self.waiting or self._turn.locked() or self._spent_message() is not None:
             return False
-        if self._time_wait(est) > 0 or self.in_flight >= self.allowed or self._budget_crowded(est):
+        if self._time_wait(est) > 0 or not self._has_room(est):
             return False
         self._admit(est)
         return True
@@ -137,7 +137,7 @@ class RateLimiter:
             if delay > 0:
                 await self.clock.sleep(delay)
                 continue
-            if self.in_flight < self.allowed and not self._budget_crowded(est):
+            if self._has_room(est):
                 return
             self._changed.clear()
             await self._changed.wait()  # set by release(), abandon() and a growing window
@@ -162,22 +162,27 @@ class RateLimiter:
             return self.spent_usd + worst > self.max_cost_usd
         return False
 
-    def _spent(self) -> bool:
-        return (self.max_tokens_total is not None and self.spent_tokens >= self.max_tokens_total) or (
-            self.max_cost_usd is not None and self.spent_usd >= self.max_cost_usd
-        )
+    def _has_room(self, est: int) -> bool:
+        return self.in_flight < self.allowed and not self._budget_crowded(est)
 
-    def _raise_if_spent(self) -> None:
+    def _spent_message(self) -> str | None:
+        """Why no request may start any more (the budget is spent), or None."""
         if self.max_tokens_total is not None and self.spent_tokens >= self.max_tokens_total:
-            raise BudgetExhausted(
+            return (
                 f"token budget spent: {self.spent_tokens} of {self.max_tokens_total} tokens "
                 "(teacher.budget.max_tokens_total)"
             )
         if self.max_cost_usd is not None and self.spent_usd >= self.max_cost_usd:
-            raise BudgetExhausted(
+            return (
                 f"cost budget spent: ${self.spent_usd:.4f} of ${self.max_cost_usd:.4f} "
                 "(teacher.budget.max_cost_usd)"
             )
+        return None
+
+    def _raise_if_spent(self) -> None:
+        message = self._spent_message()
+        if message is not None:
+            raise BudgetExhausted(message)
 
     # -- completion ------------------------------------------------------------------------------
     async def release(

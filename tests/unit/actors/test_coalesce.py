@@ -83,20 +83,6 @@ def test_a_failed_send_fails_exactly_the_callers_it_carried() -> None:
     assert sink.batches == [[1], [9]]
 
 
-def test_flush_waits_for_everything_submitted() -> None:
-    sink = SlowSink(delay_s=0.02)
-
-    async def go() -> None:
-        coalescer: Coalescer[int] = Coalescer(sink.send)
-        tasks = [asyncio.create_task(coalescer.submit([i])) for i in range(5)]
-        await asyncio.sleep(0)
-        await coalescer.flush()
-        assert sorted(x for b in sink.batches for x in b) == list(range(5))
-        await asyncio.gather(*tasks)
-
-    asyncio.run(go())
-
-
 def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     sink = SlowSink(delay_s=0.05)
 
