@@ -169,7 +169,8 @@ class NoveltyWorker:
         self.gate = gate
         self.writer = writer
         device = "cuda" if self.cfg.gpus_per_embedder > 0 else "cpu"
-        self.embedder = Embedder(self.cfg.model, threads=self.cfg.torch_threads, device=device)
+        self.embedder = Embedder(self.cfg.model, threads=self.cfg.torch_threads, device=device,
+                                 precision=self.cfg.precision)
         self.local_seen: set[str] = set()
         self.admitted: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()  # by category
@@ -200,7 +201,8 @@ class NoveltyWorker:
             if not fresh:
                 continue
             started = loop.time()
-            vectors = await asyncio.to_thread(self.embedder.encode, [c.instruction for c in fresh], self.cfg.batch_size)
+            texts = [c.instruction for c in fresh]
+            vectors = await asyncio.to_thread(self.embedder.encode, texts, self.cfg.encode_batch_size)
             self.encode_s += loop.time() - started
             await self.inflight.acquire()
             task = asyncio.create_task(self._admit_and_route(fresh, vectors))
@@ -271,4 +273,5 @@ class NoveltyWorker:
             "rejected": dict(self.rejected),
             "reasons": dict(self.reasons),
             "encode_s": round(self.encode_s, 3),
+            "precision": self.embedder.precision,
         }

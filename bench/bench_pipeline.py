@@ -1,11 +1,14 @@
 """Pipeline throughput against its two bounds, measured side by side in one run.
 
     .venv/bin/python bench/bench_pipeline.py [--concurrency 64] [--latency 1.0] [--rows-per-call 5]
-        [--embedders N] [--torch-threads N] [--batch-size 64] [--skip-novelty] [--skip-pipeline]
+        [--embedders N] [--torch-threads N] [--batch-size 128] [--encode-batch-size 32]
+        [--precision auto] [--skip-novelty] [--skip-pipeline]
 
 1. Starts the stub teacher in its own process (latency L, no faults).
-2. Encoder bound: the best raw `SentenceTransformer.encode` rate on the same texts and cores, of
-   one process with two threads and one single-threaded process per core.
+2. Encoder bound: the best raw `SentenceTransformer.encode` rate on the same texts and cores, with
+   the pipeline's encoder settings (chunk, forward pass, precision), of one process using every
+   core and one single-threaded process per core. The same in float32 with one forward pass per
+   chunk is printed beside it, for reference.
 3. Teacher bound: C concurrent requests / L seconds x rows per call (as parsed from real replies).
 4. Runs the real pipeline (trivia, one call gives `rows-per-call` rows) on a local Ray and takes
    the steady-state accepted rows/s from the manifest's commit times (10% -> 90% of the target).
@@ -68,31 +71,39 @@ async def sample_texts(base_url: str, calls: int, per_call: int) -> list:
     return cands, sum(map(len, batches)) / calls
 
 
-def _encode_timed(texts: list[str], threads: int, barrier: Any, batch: int = 64) -> float:
+def _encode_timed(texts: list[str], threads: int, barrier: Any, enc: dict) -> float:
     from instructflow.actors.core.embedder import Embedder
 
-    emb = Embedder(threads=threads)
+    emb = Embedder(threads=threads, precision=enc["precision"])
     emb.encode(texts[:128])  # warm-up
     if barrier is not None:
         barrier.wait()
     started = time.perf_counter()
-    for i in range(0, len(texts), batch):
-        emb.encode(texts[i : i + batch], batch)
+    for i in range(0, len(texts), enc["batch"]):
+        emb.encode(texts[i : i + enc["batch"]], enc["forward"])
     return time.perf_counter() - started
 
 
-def encoder_rate(texts: list[str], threads: int, processes: int = 1, batch: int = 64) -> float:
-    """Raw `SentenceTransformer.encode` rows/s in batches of `batch`: one process with `threads`
-    threads, or `processes` processes (started together) each encoding all of `texts`."""
+def encoder_rate(texts: list[str], threads: int, processes: int, enc: dict) -> float:
+    """Raw `SentenceTransformer.encode` rows/s on `texts` in chunks of `enc["batch"]` (forward passes
+    of `enc["forward"]`, in `enc["precision"]`): one process with `threads` threads, or `processes`
+    processes (started together) each encoding all of `texts`."""
     if processes == 1:
-        return len(texts) / _encode_timed(texts, threads, None, batch)
+        return len(texts) / _encode_timed(texts, threads, None, enc)
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ctx.Pool(processes) as pool:
         barrier = manager.Barrier(processes)
-        walls = pool.starmap(_encode_timed, [(texts, threads, barrier, batch)] * processes)
+        walls = pool.starmap(_encode_timed, [(texts, threads, barrier, enc)] * processes)
     return processes * len(texts) / max(walls)
+
+
+def best_encoder_rate(texts: list[str], enc: dict) -> dict[str, float]:
+    """Rows/s by layout: one process using every core, or one single-threaded process per core
+    (torch scales sub-linearly with threads, so the second is often faster)."""
+    cores = os.cpu_count() or 1
+    return {f"1x{cores}": encoder_rate(texts, cores, 1, enc), f"{cores}x1": encoder_rate(texts, 1, cores, enc)}
 
 
 def steady_rate(out: Path, target: int) -> float:
@@ -118,7 +129,8 @@ def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
                     "limits": {"max_in_flight": args.concurrency}},
         "topics": {"file": None},
         "novelty": {"shards": 2, "batch_size": args.batch_size, "embedders": args.embedders,
-                    "torch_threads": args.torch_threads},
+                    "torch_threads": args.torch_threads, "encode_batch_size": args.encode_batch_size,
+                    "precision": args.precision},
         "writer": {"rows_per_part": 200, "flush_interval_s": 1.0, "keep_rejects": False},
         "queues": {"novelty": 4096, "judge": 4096, "writer": 8192},
         "categories": {"trivia": {"count": args.rows, "batch_size": args.rows_per_call,
@@ -130,7 +142,7 @@ def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
             "steady_rows_per_s": steady_rate(out, args.rows), "rejects": dict(progress.rejects)}
 
 
-def novelty_rate(cands: list, threads: int, workers: int = 1, batch: int = 64) -> float:
+def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespace) -> float:
     """Candidates/s through queue -> novelty workers -> gate -> shards -> judge queue."""
     import ray
     import yaml
@@ -140,7 +152,8 @@ def novelty_rate(cands: list, threads: int, workers: int = 1, batch: int = 64) -
     from instructflow.cluster.config import parse_config
 
     config = parse_config(yaml.safe_dump({
-        "novelty": {"shards": 2, "batch_size": batch, "torch_threads": threads},
+        "novelty": {"shards": 2, "batch_size": args.batch_size, "torch_threads": threads,
+                    "encode_batch_size": args.encode_batch_size, "precision": args.precision},
         "writer": {"keep_rejects": False}, "categories": {"trivia": {"count": 1}},
     }))
     queues = {"novelty": QueueActor.remote("novelty", len(cands) + 1),
@@ -176,8 +189,12 @@ def main() -> None:
     parser.add_argument("--embedders", type=int, default=os.cpu_count() or 1,
                         help="novelty.embedders in the pipeline run (default: one per core)")
     parser.add_argument("--torch-threads", type=int, default=1, help="novelty.torch_threads in the pipeline run")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="encoder batch: novelty.batch_size, and the raw encoder's batches")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="novelty.batch_size, and the raw encoder's chunks")
+    parser.add_argument("--encode-batch-size", type=int, default=32,
+                        help="novelty.encode_batch_size, and the raw encoder's forward passes")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="novelty.precision, and the raw encoder's")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-novelty", action="store_true", help="skip the novelty-stage-alone measurement")
     args = parser.parse_args()
@@ -189,23 +206,32 @@ def main() -> None:
         calls = max(200, -(-2200 // args.rows_per_call))  # about 2,000 distinct texts
         cands, per_call = asyncio.run(sample_texts(base_url, calls=calls, per_call=args.rows_per_call))
         texts = [c.instruction for c in cands][:2000]
-        # The encoder bound is the best raw rate these cores give: one process using both threads,
-        # or one single-threaded process per core (torch scales sub-linearly with threads).
-        raw_by = {"1x2": encoder_rate(texts, threads=2, batch=args.batch_size),
-                  f"{os.cpu_count()}x1": encoder_rate(texts, threads=1, processes=os.cpu_count() or 1,
-                                                      batch=args.batch_size)}
+        from instructflow.actors.core.embedder import resolve_precision
+
+        precision = resolve_precision(args.precision, "cpu")
+        # The encoder bound: the best raw rate these cores give with the pipeline's own encoder
+        # settings. For reference, the same in float32 with one forward pass per chunk (the
+        # settings before `precision` and `encode_batch_size` existed).
+        enc = {"batch": args.batch_size, "forward": args.encode_batch_size, "precision": precision}
+        raw_by = best_encoder_rate(texts, enc)
         raw = max(raw_by.values())
+        plain = best_encoder_rate(texts, {"batch": args.batch_size, "forward": args.batch_size, "precision": "float32"})
         teacher_bound = args.concurrency / args.latency * per_call
         result = {"cpus": os.cpu_count(), "texts": len(texts), "parsed_rows_per_call": per_call,
+                  "encoder": enc,
                   "encoder_rows_per_s_by_layout": {k: round(v, 1) for k, v in raw_by.items()},
-                  "encoder_rows_per_s": round(raw, 1), "teacher_bound_rows_per_s": round(teacher_bound, 1),
-                  "ideal_rows_per_s": round(min(raw, teacher_bound), 1)}
+                  "encoder_rows_per_s": round(raw, 1),
+                  "float32_one_pass_encoder_rows_per_s_by_layout": {k: round(v, 1) for k, v in plain.items()},
+                  "teacher_bound_rows_per_s": round(teacher_bound, 1),
+                  "ideal_rows_per_s": round(min(raw, teacher_bound), 1),
+                  "ideal_with_float32_one_pass_encoder": round(min(max(plain.values()), teacher_bound), 1)}
         ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
         time.sleep(5)  # let Ray's own start-up work finish before anything is timed
         if not args.skip_novelty:
             # The novelty stage in the same layout as the best raw rate, against that rate.
-            workers, threads = (1, 2) if raw == raw_by["1x2"] else (os.cpu_count() or 1, 1)
-            nov = novelty_rate(cands[:2000], threads=threads, workers=workers, batch=args.batch_size)
+            cores = os.cpu_count() or 1
+            workers, threads = (1, cores) if raw == raw_by[f"1x{cores}"] else (cores, 1)
+            nov = novelty_rate(cands[:2000], threads=threads, workers=workers, args=args)
             result["novelty_layout"] = f"{workers}x{threads}"
             result["novelty_rows_per_s"] = round(nov, 1)
             result["novelty_vs_encoder"] = round(nov / raw, 3)
