@@ -161,7 +161,7 @@ class NoveltyWorker:
     """Pulls from the novelty queue, embeds, asks the gate, and routes what it admits."""
 
     def __init__(self, config: Any, queues: dict[str, Any], gate: Any, writer: Any) -> None:
-        from instructflow.actors.core.embedder import Embedder
+        from instructflow.actors.core.embedder import Embedder, encoding_executor
 
         self.cfg = config.novelty
         self.keep_rejects = config.writer.keep_rejects
@@ -169,8 +169,11 @@ class NoveltyWorker:
         self.gate = gate
         self.writer = writer
         device = "cuda" if self.cfg.gpus_per_embedder > 0 else "cpu"
-        self.embedder = Embedder(self.cfg.model, threads=self.cfg.torch_threads, device=device,
-                                 precision=self.cfg.precision)
+        # Built on the encoding thread, so that torch's own threads start there, at its priority.
+        self.encoder_thread = encoding_executor(self.cfg.nice)
+        self.embedder = self.encoder_thread.submit(
+            Embedder, self.cfg.model, threads=self.cfg.torch_threads, device=device, precision=self.cfg.precision
+        ).result()
         self.local_seen: set[str] = set()
         self.admitted: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()  # by category
@@ -202,7 +205,9 @@ class NoveltyWorker:
                 continue
             started = loop.time()
             texts = [c.instruction for c in fresh]
-            vectors = await asyncio.to_thread(self.embedder.encode, texts, self.cfg.encode_batch_size)
+            vectors = await loop.run_in_executor(
+                self.encoder_thread, self.embedder.encode, texts, self.cfg.encode_batch_size
+            )
             self.encode_s += loop.time() - started
             await self.inflight.acquire()
             task = asyncio.create_task(self._admit_and_route(fresh, vectors))

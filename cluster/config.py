@@ -122,6 +122,7 @@ class Novelty(_Strict):
     encode_batch_size: int = Field(32, ge=1, le=4096)  # texts per forward pass of the encoder
     precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 where computed natively
     torch_threads: int = Field(2, ge=1, le=256)
+    nice: int = Field(10, ge=0, le=19)  # how far below normal priority the encoding thread runs
     # On a cluster: a custom resource that only the embedding worker group advertises (the chart
     # uses "novelty"); embedders and shards then ask for it and zero CPUs, so they land only there.
     resource: str | None = None

@@ -1,7 +1,16 @@
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 
-from instructflow.actors.core.embedder import Embedder, cpu_has_native_bf16, resolve_precision
+from instructflow.actors.core.embedder import (
+    Embedder,
+    cpu_has_native_bf16,
+    encoding_executor,
+    resolve_precision,
+)
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 SAPPHIRE_RAPIDS = "flags\t\t: fpu avx2 avx512f amx_tile amx_bf16 amx_int8\n"
@@ -65,3 +74,16 @@ def test_forward_pass_size_does_not_change_embeddings(embedders):
     whole = fp32.encode(TEXTS, batch_size=len(TEXTS))  # one pass, padded to the longest text
     small = fp32.encode(TEXTS, batch_size=3)  # length-sorted passes of 3
     assert np.allclose(whole, small, atol=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
+def test_encoding_thread_runs_below_normal_priority():
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = nice_of_this_thread()
+    with encoding_executor(5) as pool:
+        assert pool.submit(nice_of_this_thread).result() == min(19, base + 5)
+    with encoding_executor(0) as pool:
+        assert pool.submit(nice_of_this_thread).result() == base
+    assert nice_of_this_thread() == base  # the caller's own thread is untouched
