@@ -189,15 +189,16 @@ class NoveltyWorker:
         """Runs until the novelty queue is closed and drained."""
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
+        ahead: asyncio.Task[list[Candidate]] | None = None
         while True:
-            items = await self.queues["novelty"].get_batch.remote(self.cfg.batch_size, 0.5)
-            batch = unpack(items)
+            batch = await ahead if ahead is not None else []
+            ahead = None
+            if not batch:
+                batch = await self._take(0.5)
             if not batch:
                 if self.stopping or (await self.queues["novelty"].stats.remote())["closed"]:
                     break
                 continue
-            self.held += len(batch)
-            self.taken += len(batch)
             fresh, dupes = self._prefilter(batch)
             await self._reject(dupes, EXACT)
             self.held -= len(dupes)  # resolved here; `_admit_and_route` releases the fresh ones
@@ -205,9 +206,14 @@ class NoveltyWorker:
                 continue
             started = loop.time()
             texts = [c.instruction for c in fresh]
-            vectors = await loop.run_in_executor(
-                self.encoder_thread, self.embedder.encode, texts, self.cfg.encode_batch_size
-            )
+            encoding = loop.run_in_executor(self.encoder_thread, self.embedder.encode, texts, self.cfg.encode_batch_size)
+            if not self.stopping:
+                # Take the next batch while this one encodes, but only if it is already waiting (no
+                # wait): then every worker is busy, and the round trip no longer sits between two
+                # encodes. From an empty queue nothing is taken ahead, so a new arrival goes to
+                # whichever worker is idle rather than to one still encoding.
+                ahead = asyncio.create_task(self._take(0))
+            vectors = await encoding
             self.encode_s += loop.time() - started
             await self.inflight.acquire()
             task = asyncio.create_task(self._admit_and_route(fresh, vectors))
@@ -215,6 +221,13 @@ class NoveltyWorker:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
+
+    async def _take(self, timeout: float) -> list[Candidate]:
+        """Up to `batch_size` candidates from the novelty queue, waiting up to `timeout` for the first."""
+        batch = unpack(await self.queues["novelty"].get_batch.remote(self.cfg.batch_size, timeout))
+        self.held += len(batch)
+        self.taken += len(batch)
+        return batch
 
     def _prefilter(self, batch: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
         fresh, dupes = [], []
