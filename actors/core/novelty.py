@@ -73,21 +73,24 @@ def decide(
     """
     decisions: list[Decision] = []
     batch_keys: set[str] = set()
-    accepted_rows: list[int] = []
-    groups = groups or [None] * len(keys)
+    accepted = np.zeros(len(keys), dtype=bool)
+    # Similarities within the batch, computed once; group members (codes >= 0) skip their own group.
+    gram = vectors @ vectors.T if len(keys) > 1 else None
+    names: dict[str, int] = {}
+    codes = np.array([-1 if g is None else names.setdefault(g, len(names)) for g in (groups or [None] * len(keys))])
     for row, key in enumerate(keys):
         best = float(index_best[row])
         if key in seen or key in batch_keys:
             decisions.append(Decision(False, 1.0, EXACT))
             continue
         batch_keys.add(key)
-        others = [r for r in accepted_rows if groups[row] is None or groups[r] != groups[row]]
-        if others:
-            best = max(best, float(np.max(vectors[others] @ vectors[row])))
+        others = accepted if codes[row] < 0 else accepted & (codes != codes[row])
+        if gram is not None and others.any():
+            best = max(best, float(gram[row, others].max()))
         if best >= threshold:
             decisions.append(Decision(False, best, NEAR))
             continue
-        accepted_rows.append(row)
+        accepted[row] = True
         decisions.append(Decision(True, best))
     return decisions
 

@@ -106,3 +106,39 @@ def test_pack_keeps_a_group_in_one_queue_item_in_order():
     items = pack([a, b, c])
     assert items == [(a, c), b]
     assert unpack(items) == [a, c, b]
+
+
+def _decide_by_the_definition(keys, vectors, index_best, seen, threshold, groups):
+    """`decide` written the slow, obvious way: one comparison per pair."""
+    out, batch_keys, accepted = [], set(), []
+    for row, key in enumerate(keys):
+        if key in seen or key in batch_keys:
+            out.append((False, EXACT))
+            continue
+        batch_keys.add(key)
+        best = float(index_best[row])
+        for other in accepted:
+            if groups[row] is None or groups[other] != groups[row]:
+                best = max(best, float(vectors[other] @ vectors[row]))
+        if best >= threshold:
+            out.append((False, NEAR))
+        else:
+            accepted.append(row)
+            out.append((True, None))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_decide_agrees_with_its_definition_on_random_batches(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    base = rng.normal(size=(8, 6)).astype(np.float32)  # few directions, so near-duplicates are common
+    vecs = base[rng.integers(0, 8, n)] + rng.normal(scale=0.3, size=(n, 6)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    keys = [f"k{i}" for i in rng.integers(0, n + 5, n)]  # some repeated keys
+    groups = [None if g < 0 else f"g{g}" for g in rng.integers(-3, 4, n)]
+    index_best = rng.uniform(-1, 1, n).astype(np.float32)
+    seen = {f"k{i}" for i in range(0, n, 7)}
+    got = decide(keys, vecs, index_best, seen, 0.9, groups)
+    assert [(d.accepted, d.reason) for d in got] == _decide_by_the_definition(keys, vecs, index_best, seen, 0.9, groups)
+    assert any(d.reason == NEAR for d in got) or n < 10  # the batches do exercise the near rule
