@@ -118,7 +118,7 @@ class Novelty(_Strict):
     threshold: float = Field(0.90, gt=0, le=1)  # cosine similarity at or above which a candidate is a near-duplicate
     shards: int = Field(2, ge=1, le=256)
     embedders: int = Field(1, ge=1, le=256)
-    batch_size: int = Field(128, ge=1, le=4096)  # instructions per round trip to the gate
+    batch_size: int = Field(256, ge=1, le=4096)  # instructions per round trip to the gate
     encode_batch_size: int = Field(32, ge=1, le=4096)  # texts per forward pass of the encoder
     precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 where computed natively
     torch_threads: int = Field(2, ge=1, le=256)
