@@ -1,7 +1,7 @@
 """Pipeline throughput against its two bounds, measured side by side in one run.
 
     .venv/bin/python bench/bench_pipeline.py [--concurrency 64] [--latency 1.0] [--rows-per-call 5]
-        [--embedders N] [--torch-threads N] [--batch-size 128] [--encode-batch-size 32]
+        [--embedders N] [--torch-threads N] [--batch-size 256] [--encode-batch-size 32]
         [--precision auto] [--skip-novelty] [--skip-pipeline]
 
 1. Starts the stub teacher in its own process (latency L, no faults).
@@ -12,8 +12,9 @@
 3. Teacher bound: C concurrent requests / L seconds x rows per call (as parsed from real replies).
 4. Runs the real pipeline (trivia, one call gives `rows-per-call` rows) on a local Ray and takes
    the steady-state accepted rows/s from the manifest's commit times (10% -> 90% of the target).
-5. Novelty stage alone: pre-made candidates pushed through queue -> worker -> gate -> shards,
-   compared with the raw encoder rate on the same texts.
+5. Novelty stage alone: pre-made candidates pushed through queue -> worker -> gate -> shards, in
+   the layout of the best raw rate and 2,000 per worker (as many as each raw process encodes),
+   compared with that raw encoder rate.
 Prints one JSON object; docs/benchmarks.md records the results and this command.
 """
 
@@ -164,17 +165,16 @@ def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespa
     gate = GateActor.remote([f"bench/shard:{i}" for i in range(2)], 0.9)
     pool = [NoveltyWorker.options(num_cpus=threads).remote(config, queues, gate, None) for _ in range(workers)]
     ray.get([w.stats.remote() for w in pool])  # models loaded
-    started = time.perf_counter()
+    # The stage's work starts with the candidates in its queue (the raw encoder's texts are in
+    # memory before its clock starts too); the put itself is the producers' work.
     ray.get(queues["novelty"].put_batch.remote(cands))
-    loops = [w.run.remote() for w in pool]
-    while True:  # done when every candidate was taken and passed on (admitted or rejected)
-        stats = ray.get([w.stats.remote() for w in pool])
-        if sum(s["taken"] - s["held"] for s in stats) >= len(cands):
-            break
-        time.sleep(0.05)
+    ray.get(queues["novelty"].close.remote())  # the workers drain the queue, then their loops end
+    started = time.perf_counter()
+    ray.get([w.run.remote() for w in pool])  # (no polling while timed: it would take CPU from them)
     elapsed = time.perf_counter() - started
-    ray.get(queues["novelty"].close.remote())
-    ray.get(loops)
+    stats = ray.get([w.stats.remote() for w in pool])
+    passed_on = sum(s["taken"] - s["held"] for s in stats)
+    assert passed_on == len(cands), f"{passed_on} of {len(cands)} candidates were admitted or rejected"
     for actor in [*pool, gate, *shards, *queues.values()]:
         ray.kill(actor)
     return len(cands) / elapsed
@@ -185,11 +185,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--rows-per-call", type=int, default=5)
-    parser.add_argument("--rows", type=int, default=3000)
+    parser.add_argument("--rows", type=int, default=8000, help="target rows of the pipeline run (long enough for a steady state)")
     parser.add_argument("--embedders", type=int, default=os.cpu_count() or 1,
                         help="novelty.embedders in the pipeline run (default: one per core)")
     parser.add_argument("--torch-threads", type=int, default=1, help="novelty.torch_threads in the pipeline run")
-    parser.add_argument("--batch-size", type=int, default=128,
+    parser.add_argument("--batch-size", type=int, default=256,
                         help="novelty.batch_size, and the raw encoder's chunks")
     parser.add_argument("--encode-batch-size", type=int, default=32,
                         help="novelty.encode_batch_size, and the raw encoder's forward passes")
@@ -203,7 +203,10 @@ def main() -> None:
 
     stub, base_url = start_stub(args.latency)
     try:
-        calls = max(200, -(-2200 // args.rows_per_call))  # about 2,000 distinct texts
+        cores = os.cpu_count() or 1
+        # 2,000 distinct texts per core: the raw encoder encodes 2,000 in each process, and the
+        # novelty stage alone gets as many in all, so both measure the same amount of work.
+        calls = max(200, -(-2200 * cores // args.rows_per_call))
         cands, per_call = asyncio.run(sample_texts(base_url, calls=calls, per_call=args.rows_per_call))
         texts = [c.instruction for c in cands][:2000]
         from instructflow.actors.core.embedder import resolve_precision
@@ -229,9 +232,8 @@ def main() -> None:
         time.sleep(5)  # let Ray's own start-up work finish before anything is timed
         if not args.skip_novelty:
             # The novelty stage in the same layout as the best raw rate, against that rate.
-            cores = os.cpu_count() or 1
             workers, threads = (1, cores) if raw == raw_by[f"1x{cores}"] else (cores, 1)
-            nov = novelty_rate(cands[:2000], threads=threads, workers=workers, args=args)
+            nov = novelty_rate(cands[: 2000 * workers], threads=threads, workers=workers, args=args)
             result["novelty_layout"] = f"{workers}x{threads}"
             result["novelty_rows_per_s"] = round(nov, 1)
             result["novelty_vs_encoder"] = round(nov / raw, 3)
