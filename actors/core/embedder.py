@@ -71,12 +71,13 @@ def _lower_priority(nice: int) -> None:
 
 
 def encoding_executor(nice: int) -> concurrent.futures.ThreadPoolExecutor:
-    """The one thread an embedding worker encodes on, `nice` steps below normal priority.
+    """The one thread an embedding worker encodes on, `nice` steps below the worker's priority.
 
     Encoding is bulk work that can always use more CPU; the queues, gates and instructors it shares
     cores with are latency-bound, and each of their round trips waits on a scheduler that would
     otherwise split the cores evenly with the encoder. At a lower priority the encoder still gets
-    every cycle nobody else wants, and the round trips stay short (docs/benchmarks.md).
+    every cycle nobody else wants, and the round trips stay short (docs/benchmarks.md). Ray starts
+    its workers at nice 15, so there the encoder ends at 19, the lowest (the kernel's cap).
     """
     return concurrent.futures.ThreadPoolExecutor(1, "encoder", initializer=_lower_priority, initargs=(nice,))
 
