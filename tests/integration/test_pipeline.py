@@ -68,8 +68,10 @@ def test_no_two_accepted_instructions_are_near_duplicates(finished_run):
     rows = read_rows(out)
     stored = np.array([r["embedding"] for r in rows], dtype=np.float32)
     fresh = Embedder(threads=1).encode([r["instruction"] for r in rows])
-    assert np.allclose(stored, fresh, atol=1e-3)  # what was stored is what the text embeds to
-    sims = fresh @ fresh.T
+    # What was stored is what the text embeds to: in bfloat16 (precision auto, where native) a
+    # vector depends a little on the batch it was encoded in, so compare directions, not elements.
+    assert np.einsum("ij,ij->i", stored, fresh).min() > 0.999
+    sims = stored @ stored.T  # the vectors the gate decided on
     np.fill_diagonal(sims, -1.0)
     assert sims.max() < THRESHOLD
     assert all(r["similarity"] is None or r["similarity"] < THRESHOLD for r in rows)
