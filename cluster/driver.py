@@ -14,7 +14,10 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from instructflow.cluster.accounting import Progress, quotas
@@ -79,10 +82,47 @@ def start_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = choose_address(recorded_cluster(), answers)
     # "local" always starts a private Ray, even when a `ray start` cluster runs on this machine.
     started_here = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, logging_level=logging.WARNING)
     return started_here
+
+
+def choose_address(recorded: str | None, alive: Callable[[str], bool]) -> str | None:
+    """Where a run without `--address` goes: the cluster `ray start` last recorded on this machine
+    if it still answers (None lets Ray join it), else a private local Ray. A recorded cluster that
+    is gone (killed rather than `ray stop`-ped) would otherwise make Ray wait for it forever."""
+    if recorded is None or alive(recorded):
+        return None
+    print(
+        f"instructflow: nothing answers at {recorded}, the Ray cluster that `ray start` last recorded "
+        "on this machine; starting a local Ray instead (pass --address to choose)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return "local"
+
+
+def recorded_cluster() -> str | None:
+    """The address `ray.init()` would join on its own (Ray's record of the last `ray start`)."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        return find_bootstrap_address(None) or None
+    except Exception:  # noqa: BLE001 - a private Ray helper: without it, leave the choice to Ray
+        return None
+
+
+def answers(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether something accepts TCP connections at `host:port`."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def teacher_url(config: Config) -> tuple[str, Any]:

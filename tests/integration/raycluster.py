@@ -34,6 +34,13 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
             continue
 
 
+def address_record() -> Path:
+    """Where `ray start` records its cluster for later `ray.init()` calls (`/tmp/ray/ray_current_cluster`)."""
+    from ray._common.utils import get_ray_address_file
+
+    return Path(get_ray_address_file(None))
+
+
 class LocalHead:
     """`ray start --head` with auth disabled (set the same way for head, CLI and drivers)."""
 
@@ -63,6 +70,10 @@ class LocalHead:
         # --block keeps `ray start` in the foreground as the parent of the head's processes, all in
         # one new process group: stopping the group stops this head only (`ray stop` would also
         # stop every other Ray on the machine, such as the test session's own).
+        # Killing the group skips `ray stop`, which would clear Ray's record of this head; without
+        # it a later `ray.init()` on this machine would try to join a head that is gone.
+        record = address_record()
+        self.record_before = record.read_text() if record.exists() else None
         self.log = open(self.tmp / "ray-start.log", "w")  # noqa: SIM115 - closed in __exit__
         self.proc = subprocess.Popen(
             [str(self.bin / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
@@ -85,6 +96,12 @@ class LocalHead:
     def __exit__(self, *exc: object) -> None:
         stop_group(self.proc)
         self.log.close()
+        record = address_record()
+        if record.exists() and record.read_text() != self.record_before:
+            if self.record_before is None:
+                record.unlink()
+            else:
+                record.write_text(self.record_before)
 
     def submit(self, entrypoint: list[str], *, wait: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         import json
