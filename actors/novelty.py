@@ -291,5 +291,4 @@ class NoveltyWorker:
             "rejected": dict(self.rejected),
             "reasons": dict(self.reasons),
             "encode_s": round(self.encode_s, 3),
-            "precision": self.embedder.precision,
         }

@@ -82,10 +82,11 @@ def start_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    from_env = bool(os.environ.get("RAY_ADDRESS"))
+    if address is None and not from_env:
         address = choose_address(recorded_cluster(), answers)
     # "local" always starts a private Ray, even when a `ray start` cluster runs on this machine.
-    started_here = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+    started_here = address == "local" or (address is None and not from_env)
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, logging_level=logging.WARNING)
     return started_here
 
