@@ -1,16 +1,14 @@
-"""The category registry: instructor classes by name, discovered from the modules of this package."""
+"""The category registry: instructor classes by name, discovered from the modules of `categories`."""
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from instructflow.instructors.base import Instructor
 
 _REGISTRY: dict[str, type[Instructor]] = {}
-_LOADED = False
 
 
 def register(cls: type[Instructor]) -> type[Instructor]:
@@ -23,15 +21,7 @@ def register(cls: type[Instructor]) -> type[Instructor]:
 
 
 def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    import instructflow.instructors as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.ispkg and not module.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    _LOADED = True
+    importlib.import_module("instructflow.instructors.categories")  # registers every category
 
 
 def categories() -> list[str]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from instructflow.instructors.coding import PLAIN_MARKER
+from instructflow.instructors.categories.coding import PLAIN_MARKER
 
 REPLY = "Sure! Here is the code:\n```python\nprint('hi')\n```\nRun it with python3.\n"
 

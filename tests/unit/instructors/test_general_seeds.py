@@ -4,7 +4,7 @@ import pytest
 
 from instructflow.cluster.config import ConfigError, parse_config
 from instructflow.cluster.driver import preflight
-from instructflow.instructors.general import read_seed_tasks
+from instructflow.instructors.categories.general import read_seed_tasks
 from tests.conftest import SHARED
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from instructflow.instructors.plan import check_plan
+from instructflow.instructors.categories.plan import check_plan
 
 TOOLS = {"WebSearch", "QAModel", "PageReader"}
 GOOD = """Plan: Find pages about the topic.
