@@ -43,7 +43,7 @@ _QUIET = {"log_level": "WARNING"}  # hides Serve's per-request access log lines
 
 
 class ServeSettings(EmbeddedSettings, Protocol):
-    """`cluster.config.Embedded`: the engine settings plus where to listen."""
+    """`config.Embedded`: the engine settings plus where to listen."""
 
     host: str
     port: int

@@ -49,7 +49,7 @@ def start_stub(latency: float) -> tuple[subprocess.Popen, str]:
 
 async def sample_texts(base_url: str, calls: int, per_call: int) -> list:
     """Real trivia candidates from the stub, parsed by the real instructor."""
-    from instructflow.cluster.config import TeacherConfig
+    from instructflow.config import TeacherConfig
     from instructflow.instructors.registry import get_instructor
     from instructflow.instructors.teacher.client import TeacherClient
 
@@ -121,8 +121,9 @@ def steady_rate(out: Path, target: int) -> float:
 def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
     import yaml
 
-    from instructflow.cluster.config import parse_config
+    import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
     from instructflow.cluster.driver import run
+    from instructflow.config import parse_config
 
     data = {
         "run": {"output_dir": str(out), "display": "plain"},
@@ -148,9 +149,10 @@ def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespa
     import ray
     import yaml
 
+    import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
     from instructflow.actors.novelty import GateActor, NoveltyWorker, ShardActor
     from instructflow.actors.queue import QueueActor
-    from instructflow.cluster.config import parse_config
+    from instructflow.config import parse_config
 
     config = parse_config(yaml.safe_dump({
         "novelty": {"shards": 2, "batch_size": args.batch_size, "torch_threads": threads,

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from instructflow.cluster.config import Limits, TeacherConfig
+from instructflow.config import Limits, TeacherConfig
 from instructflow.instructors.teacher.client import TeacherClient
 from instructflow.instructors.teacher.limits import RateLimiter
 

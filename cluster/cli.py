@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from instructflow.config import CONFIG_DIR
+from instructflow.config import CONFIG_DIR, Config, ConfigError, Embedded, load_config
 
 EXIT_CONFIG = 2
 EXIT_RUN = 1
@@ -25,11 +25,17 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return result
 
 
+def _load_config(args: argparse.Namespace) -> Config:
+    """The run config named on the command line, with the categories it names registered first."""
+    import instructflow.instructors.categories  # noqa: F401  (registers each category's options)
+
+    return load_config(args.config, _overrides(args.set))
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from instructflow.cluster.config import load_config
     from instructflow.cluster.driver import run
 
-    config = load_config(args.config, _overrides(args.set))
+    config = _load_config(args)
     if args.display:
         config.run.display = args.display
     progress = run(config, args.address, allow_config_change=args.allow_config_change)
@@ -43,10 +49,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from instructflow.cluster.config import load_config
     from instructflow.cluster.driver import preflight
 
-    config = load_config(args.config, _overrides(args.set))
+    config = _load_config(args)
     preflight(config)
     print(f"{args.config}: OK (run id {config.run_id}, {config.total_target()} rows in {len(config.categories)} categories)")
     return 0
@@ -54,7 +59,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_serve_teacher(args: argparse.Namespace) -> int:
     from instructflow.actors.teacher_serve import serve_forever
-    from instructflow.cluster.config import Embedded
 
     serve_forever(Embedded(port=args.port, parallel=args.parallel, threads=args.threads))
     return 0
@@ -114,7 +118,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from instructflow.cluster.config import ConfigError
     from instructflow.cluster.driver import RunError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

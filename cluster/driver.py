@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from instructflow.cluster.accounting import Progress, quotas
-from instructflow.cluster.config import Config, ConfigError
 from instructflow.cluster.display import Display
 from instructflow.cluster.output import OutputDir
 from instructflow.cluster.topology import (  # noqa: F401 - re-exported for callers of the driver
@@ -37,6 +36,7 @@ from instructflow.cluster.topology import (  # noqa: F401 - re-exported for call
     teardown,
     wait_ready,
 )
+from instructflow.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 NAMESPACE = "instructflow"

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pyarrow import fs
 
-from instructflow.cluster.config import Config, ConfigError
+from instructflow.config import Config, ConfigError
 
 
 def resolve(location: str) -> tuple[fs.FileSystem, str, str]:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instructflow.cluster.accounting import Progress, collect
-from instructflow.cluster.config import Config
 from instructflow.cluster.output import OutputDir
+from instructflow.config import Config
 
 
 class RunError(RuntimeError):

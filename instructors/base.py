@@ -14,27 +14,11 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from instructflow.config.params import CategoryParams
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
-
-
-class CategoryParams(BaseModel):
-    """Options every category accepts; a category's own `Params` subclasses this."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(..., ge=1, le=100_000_000, description="accepted rows to produce")
-    replicas: int = Field(1, ge=1, le=1024, description="instructor actors for this category")
-    concurrency: int = Field(4, ge=1, le=1024, description="teacher calls in flight per replica")
-    batch_size: int = Field(5, ge=1, le=100, description="items asked for in one generating call")
-    language: str = Field("English", min_length=1, description="language of prompt and answer")
-    readability: str | None = Field(None, description="e.g. 'a 12-year-old can follow it'")
-    system_prompt: str | None = Field(None, description="system prompt stored with each row")
-    temperature: float | None = Field(None, ge=0, le=2, description="overrides teacher.temperature")
 
 
 class Instructor:

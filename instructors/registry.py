@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from instructflow.config.params import register_params
+
 if TYPE_CHECKING:
     from instructflow.instructors.base import Instructor
 
@@ -16,6 +18,7 @@ def register(cls: type[Instructor]) -> type[Instructor]:
     existing = _REGISTRY.get(cls.category)
     if existing is not None and existing is not cls:
         raise ValueError(f"category {cls.category!r} registered twice ({existing.__module__}, {cls.__module__})")
+    register_params(cls.category, cls.Params)  # so that a config can check this category's options
     _REGISTRY[cls.category] = cls
     return cls
 

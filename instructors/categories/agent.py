@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from pydantic import Field
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import code_only, labelled_lines, load_structured
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 

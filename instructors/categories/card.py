@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import Field
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import labelled_lines
-from instructflow.instructors.base import CategoryParams, TaskList
+from instructflow.instructors.base import TaskList
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 

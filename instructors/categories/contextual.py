@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import Field
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import format_input, parse_inputs, parse_instruction
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 

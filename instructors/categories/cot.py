@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from instructflow.instructors.base import CategoryParams, TaskList
+from instructflow.config import CategoryParams
+from instructflow.instructors.base import TaskList
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 

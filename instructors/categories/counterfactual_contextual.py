@@ -19,8 +19,9 @@ from typing import Any
 
 from pydantic import Field
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import format_input, labelled_lines, records
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate, normalize_text, text_hash
 from instructflow.instructors.registry import register
 from instructflow.instructors.teacher.api import RequestFailed, Teacher

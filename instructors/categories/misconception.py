@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, TaskList
+from instructflow.config import CategoryParams
+from instructflow.instructors.base import TaskList
 from instructflow.instructors.registry import register
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import Field
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import records
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate, normalize_text
 from instructflow.instructors.registry import register
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import code_only
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register

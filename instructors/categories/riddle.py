@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
+from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import records
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 

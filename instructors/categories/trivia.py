@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.config import CategoryParams
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.parsing import labeled_pairs
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import Field
 
-from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.config import CategoryParams
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register

@@ -80,7 +80,7 @@ class TeacherClient:
     """The teacher for one endpoint and model.
 
     Args:
-        config: `cluster.config.TeacherConfig`.
+        config: `config.TeacherConfig`.
         limiter: anything with `acquire`/`release` (a `RateLimiter`, or `actors.limiter.RemoteLimiter`
             for the cluster-wide gate); None builds a local `RateLimiter` from the config, so the
             budget always applies.

@@ -58,8 +58,8 @@ class RateLimiter:
     """Admission control for one (base_url, model): buckets, AIMD concurrency, group pause, budget.
 
     Args:
-        limits: `cluster.config.Limits` (any object with its attributes).
-        budget: `cluster.config.Budget` or None for no budget.
+        limits: `config.Limits` (any object with its attributes).
+        budget: `config.Budget` or None for no budget.
         clock: time source; `ManualClock` in tests.
     """
 

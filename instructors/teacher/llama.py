@@ -61,7 +61,7 @@ MODELS: dict[str, KnownModel] = {
 
 
 class EmbeddedSettings(Protocol):
-    """What the engine needs from config (`cluster.config.Embedded` satisfies it)."""
+    """What the engine needs from config (`config.Embedded` satisfies it)."""
 
     model: str
     parallel: int  # llama.cpp slots: requests decoded together

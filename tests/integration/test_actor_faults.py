@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-from instructflow.cluster.config import parse_config
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
 from instructflow.cluster.driver import NAMESPACE, actor_name, run
+from instructflow.config import parse_config
 from tests.integration.conftest import stub_config
 from tests.integration.dataset_checks import check_dataset, committed_rows
 

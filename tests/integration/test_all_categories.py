@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from instructflow.cluster.config import load_config, parse_config
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
 from instructflow.cluster.driver import run
-from instructflow.config import CONFIG_DIR
+from instructflow.config import CONFIG_DIR, load_config, parse_config
 from instructflow.instructors.registry import categories
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

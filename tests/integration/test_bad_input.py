@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from instructflow.cluster.config import Config, load_config
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
+from instructflow.config import Config, load_config
 from tests.conftest import REPO
 from tests.integration.conftest import stub_config
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instructflow.cluster.config import load_config
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
+from instructflow.config import load_config
 from tests.integration.conftest import stub_config
 from tests.integration.dataset_checks import check_dataset, committed_rows, sha256_of_parts
 

@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from instructflow.cluster.config import parse_config
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
 from instructflow.cluster.driver import run
+from instructflow.config import parse_config
 from tests.integration.conftest import read_manifest, stub_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
 from instructflow.cluster import cli, driver
 from instructflow.cluster.accounting import Progress
-from instructflow.cluster.config import Config, parse_config
 from instructflow.cluster.driver import run
+from instructflow.config import Config, parse_config
 from instructflow.instructors.teacher import stub as stub_module
 from instructflow.instructors.teacher.stub import StubTeacher
 from tests.integration.conftest import read_manifest, stub_config, write_config

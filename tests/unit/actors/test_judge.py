@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from instructflow.actors.core.judge import JudgeChain, RuleFilter, parse_judgement
-from instructflow.cluster.config import LlmJudge, Rules
+from instructflow.config import LlmJudge, Rules
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.teacher.api import Reply
 

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from instructflow.cluster.config import ConfigError, parse_config
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
 from instructflow.cluster.driver import preflight
+from instructflow.config import ConfigError, parse_config
 from instructflow.instructors.categories.general import read_seed_tasks
 from tests.conftest import SHARED
 
@@ -38,7 +39,7 @@ def test_bad_seed_files_are_named_with_the_line(tmp_path, content, needle):
 def test_preflight_reports_seed_file_problems_as_config_errors(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("teacher: {api_key_env: null}\ncategories:\n  general: {count: 1, seed_file: missing.jsonl}\n")
-    from instructflow.cluster.config import load_config
+    from instructflow.config import load_config
 
     with pytest.raises(ConfigError) as err:
         preflight(load_config(cfg))

@@ -342,7 +342,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_all_categories_config_lists_every_category_with_a_small_count() -> None:
-    from instructflow.cluster.config import load_config
+    from instructflow.config import load_config
 
     config = load_config(ROOT / "config" / "all-categories.yaml")
     assert sorted(config.categories) == CATEGORIES

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
+
 from .k8s_checks import CHART, find, gpu_values, render_chart
 from .layout import assert_job_wiring, assert_layout, run_config
 
@@ -106,7 +108,7 @@ def test_dashboard_configmap_carries_the_committed_dashboard_for_the_sidecar() -
 
 
 def test_rendered_run_config_loads_with_instructflow() -> None:
-    from instructflow.cluster.config import Novelty, parse_config
+    from instructflow.config import Novelty, parse_config
 
     if "resource" not in Novelty.model_fields:
         pytest.skip("config has no novelty.resource yet (the pipeline side of the embedding group)")

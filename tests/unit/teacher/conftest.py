@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from instructflow.cluster.config import TeacherConfig
+from instructflow.config import TeacherConfig
 from instructflow.instructors.teacher.stub import StubTeacher
 
 KEY_ENV = "INSTRUCTFLOW_TEST_TEACHER_KEY"

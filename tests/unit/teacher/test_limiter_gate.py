@@ -15,7 +15,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 
 from instructflow.actors.limiter import RemoteLimiter, gate_name, teacher_gate  # noqa: E402
-from instructflow.cluster.config import Budget, Limits, TeacherConfig  # noqa: E402
+from instructflow.config import Budget, Limits, TeacherConfig  # noqa: E402
 from instructflow.instructors.teacher.api import BudgetExhausted  # noqa: E402
 from instructflow.instructors.teacher.stub import StubTeacher  # noqa: E402
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from instructflow.cluster.config import Budget, Limits, Price
+from instructflow.config import Budget, Limits, Price
 from instructflow.instructors.teacher.api import BudgetExhausted
 from instructflow.instructors.teacher.limits import RateLimiter
 from instructflow.instructors.teacher.retry import ManualClock

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from instructflow.cluster.config import Budget, Limits
+from instructflow.config import Budget, Limits
 from instructflow.instructors.teacher.api import (
     BudgetExhausted,
     FatalTeacherError,

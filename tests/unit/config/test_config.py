@@ -4,8 +4,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from instructflow.cluster.config import Config, ConfigError, load_config, parse_config
-from instructflow.config import CONFIG_DIR
+import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
+from instructflow.config import CONFIG_DIR, Config, ConfigError, load_config, parse_config
 
 MINIMAL = "categories:\n  general: {count: 3}\n"
 

@@ -1,8 +1,7 @@
-"""The run configuration: one YAML file loaded into typed models that reject unknown keys.
+"""The run configuration's typed models; every section rejects unknown keys.
 
-Every error names the file, the key path and, where YAML gives it, the line. Validation runs before
-Ray starts or any request is sent. `run_id` is the hash of the effective config; it is written next to
-the output so that a resumed run can tell whether it is still the same run.
+`run_id` is the hash of the effective config; it is written next to the output so that a resumed
+run can tell whether it is still the same run. `config.load` turns a YAML file into these models.
 """
 
 from __future__ import annotations
@@ -12,19 +11,18 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from instructflow.instructors.base import CategoryParams
-from instructflow.instructors.registry import get_instructor
+from instructflow.config.params import CategoryParams, params_for
 
 
 class ConfigError(ValueError):
@@ -163,6 +161,8 @@ class LlmJudge(_Strict):
 
 
 class Judge(_Strict):
+    """The judge stage: replicas, the rule filters and the optional LLM judge."""
+
     replicas: int = Field(1, ge=1, le=256)
     rules: Rules = Field(default_factory=Rules)
     llm: LlmJudge = Field(default_factory=LlmJudge)
@@ -178,6 +178,8 @@ class Queues(_Strict):
 
 
 class Writer(_Strict):
+    """How accepted rows are committed: part size, flush interval, rejects and exports."""
+
     rows_per_part: int = Field(1000, ge=1, le=10_000_000)
     flush_interval_s: float = Field(5.0, gt=0, le=3600)
     keep_rejects: bool = True  # write rejected candidates (with reason) to rejects.jsonl
@@ -185,6 +187,8 @@ class Writer(_Strict):
 
 
 class Run(_Strict):
+    """Where the run writes, its seed, how long it drains and how it shows progress."""
+
     output_dir: str = "out/run"
     seed: int = 0
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
@@ -202,7 +206,7 @@ class Config(_Strict):
     judge: Judge = Field(default_factory=Judge)
     queues: Queues = Field(default_factory=Queues)
     writer: Writer = Field(default_factory=Writer)
-    categories: dict[str, Any]
+    categories: dict[str, SerializeAsAny[CategoryParams]]  # each value is its category's own Params
     _source: str = PrivateAttr(default="<string>")
 
     @property
@@ -226,7 +230,7 @@ class Config(_Strict):
             if isinstance(block, CategoryParams):
                 typed[name] = block
                 continue
-            params_type = get_instructor(name).Params  # KeyError lists the known categories
+            params_type = params_for(name)  # KeyError lists the known categories
             try:
                 typed[name] = params_type.model_validate(block or {})
             except ValidationError as exc:  # keep the category name in the reported key path
@@ -264,94 +268,3 @@ class Config(_Strict):
 
     def total_target(self) -> int:
         return sum(p.count for p in self.categories.values())
-
-
-def _key_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line number of a key path in YAML text (1-based), for error messages."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.value == str(part):
-                    line, node = key_node.start_mark.line + 1, value_node
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _format_validation(path: str, text: str, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration ({exc.error_count()} problem(s))"]
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        line = _key_line(text, loc)
-        where = f"{path}:{line}" if line else path
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see config/reference.yaml)"
-        lines.append(f"  {where}: {key}: {msg}")
-    return "\n".join(lines)
-
-
-def parse_config(text: str, path: str = "<string>", overrides: dict[str, Any] | None = None) -> Config:
-    """Parses YAML text into a `Config`; raises `ConfigError` naming the file, key and line."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (run, teacher, categories, ...)")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
-    try:
-        config = Config.model_validate(data)
-        config._source = path
-        _resolve_files(config)
-        return config
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(path, text, exc)) from None
-    except KeyError as exc:  # unknown category
-        line = _key_line(text, ("categories", exc.args[0] if exc.args else ""))
-        raise ConfigError(f"{path}:{line or '?'}: categories: {exc.args[-1]}") from None
-
-
-def _resolve_files(config: Config) -> None:
-    """Category options naming a file (`*_file`) become absolute, relative to the config file, so
-    actors on other nodes or with another working directory read the same file."""
-    for params in config.categories.values():
-        for name in type(params).model_fields:
-            value = getattr(params, name)
-            if name.endswith("_file") and isinstance(value, str):
-                object.__setattr__(params, name, str(config.resolve_path(value)))
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Loads and validates a config file; raises `ConfigError` with a message fit for the terminal."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
-    return parse_config(text, str(path), overrides)
