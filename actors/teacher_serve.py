@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from instructflow.instructors.teacher.llama import (
+from instructflow.instructors.teacher.embedded.llama import (
     EmbeddedSettings,
     EngineRequestError,
     LlamaEngine,

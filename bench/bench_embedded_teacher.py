@@ -28,7 +28,7 @@ from typing import Any
 from instructflow.instructors.parsing import labeled_pairs, numbered_items
 from instructflow.instructors.registry import get_instructor
 from instructflow.instructors.render import load_template
-from instructflow.instructors.teacher.llama import DEFAULT_MODEL, LlamaEngine
+from instructflow.instructors.teacher.embedded.llama import DEFAULT_MODEL, LlamaEngine
 
 APP_NAME = "instructflow-teacher"  # actors.teacher_serve.APP_NAME, without importing Ray up front
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import openai
 import pytest
 
-from instructflow.instructors.teacher.llama import EngineRequestError, LlamaEngine
+from instructflow.instructors.teacher.embedded.llama import EngineRequestError, LlamaEngine
 
 MODEL = "smollm2-135m"
 ASK = [{"role": "user", "content": "Name three colours of the rainbow."}]

@@ -19,8 +19,8 @@ from instructflow.cluster import cli, driver
 from instructflow.cluster.accounting import Progress
 from instructflow.cluster.driver import run
 from instructflow.config import Config, parse_config
-from instructflow.instructors.teacher import stub as stub_module
 from instructflow.instructors.teacher.stub import StubTeacher
+from instructflow.instructors.teacher.stub import server as stub_module
 from tests.integration.conftest import read_manifest, stub_config, write_config
 from tests.integration.test_bad_input import assert_one_clear_error
 from tests.integration.test_bad_input import cli as cli_subprocess

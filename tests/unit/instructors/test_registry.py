@@ -23,7 +23,7 @@ from instructflow.instructors.teacher.api import Reply
 from instructflow.prompts import PROMPTS_DIR
 
 try:  # the stub teacher's own perturbation, when present (it is owned and tested elsewhere)
-    from instructflow.instructors.teacher.stubtext import perturb as stub_perturb
+    from instructflow.instructors.teacher.stub.replies import perturb as stub_perturb
 except ImportError:  # pragma: no cover - only before the stub exists
     stub_perturb = None
 

@@ -19,7 +19,7 @@ import pytest
 from instructflow.instructors import registry
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
 from instructflow.instructors.teacher.stub import StubTeacher
-from instructflow.instructors.teacher.stubtext import (
+from instructflow.instructors.teacher.stub.replies import (
     ReplyWriter,
     fit_count,
     perturb,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from instructflow.instructors.teacher import llama
-from instructflow.instructors.teacher.llama import (
+from instructflow.instructors.teacher.embedded import llama
+from instructflow.instructors.teacher.embedded.llama import (
     DEFAULT_MAX_TOKENS,
     MODELS,
     EngineRequestError,

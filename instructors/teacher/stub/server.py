@@ -4,7 +4,7 @@ Every test and benchmark talks to it instead of a paid API. It serves `POST /v1/
 `POST /v1/completions` and `GET /v1/models`, plus `GET /stats` and `POST /control` (change faults
 while running). Replies are deterministic for a given seed and request order, and parseable by
 every instructor: for headers X-Instructflow-Category=C and X-Instructflow-Call=K the content is a
-perturbed copy (see `stubtext`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt
+perturbed copy (see `replies`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt
 (cycled or cut to the N list items the prompt asks for), else for K=judge prompts/judge.example.txt,
 else for K=topics a numbered list of made-up topics, else a paragraph of 2-5 sentences.
 
@@ -36,7 +36,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
-from instructflow.instructors.teacher.stubtext import ReplyWriter
+from instructflow.instructors.teacher.stub.replies import ReplyWriter
 from instructflow.prompts import PROMPTS_DIR
 
 # Probabilistic faults, drawn in this fixed order for every request so that one request's draws
@@ -398,6 +398,3 @@ def main(argv: list[str] | None = None) -> None:
     faults = {k: v for k, v in args.items() if v is not None}
     asyncio.run(_serve_forever(StubTeacher(port=port, seed=seed, **faults)))
 
-
-if __name__ == "__main__":
-    main()
