@@ -9,8 +9,11 @@ import ray
 
 from instructflow.actors import metrics
 from instructflow.actors.core.coalesce import Coalescer
-from instructflow.actors.core.producer import Producer
+from instructflow.actors.core.ledger import Ledger, members
+from instructflow.actors.core.producer import Producer, ProducerStats
+from instructflow.actors.core.queue import QueueClosed
 from instructflow.actors.novelty import pack
+from instructflow.config import Config
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import get_instructor
 
@@ -24,15 +27,10 @@ class InstructorActor:
     """
 
     def __init__(
-        self,
-        config: Any,
-        category: str,
-        replica: int,
-        base_url: str,
-        topics: list[str],
-        queues: dict[str, Any],
-        writer: Any,
+        self, config: Config, category: str, replica: int, base_url: str, topics: list[str], names: dict[str, str]
     ) -> None:
+        """`names`: actor names of the ``novelty``, ``judge`` and own ``answer`` queues, the
+        ``ledger`` and the ``writer`` (found by name, so that a restart can always rebuild)."""
         from instructflow.actors.teacher import make_teacher
 
         params = config.categories[category]
@@ -41,21 +39,32 @@ class InstructorActor:
             params, topics=topics, avoid_topics=config.topics.avoid, rng=rng, prompts_dir=config.prompts_path
         )
         self.category = category
-        self.writer = writer
+        self.writer = ray.get_actor(names["writer"])
         self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
-        novelty, answers, judge = queues["novelty"], queues[f"answer:{category}"], queues["judge"]
+        novelty, answers, judge, ledger = (ray.get_actor(names[k]) for k in ("novelty", "answer", "judge", "ledger"))
 
         # Concurrent calls' puts share round trips (one in flight per queue); each caller still
         # waits for its own items to be in the queue, so a full queue holds its producer back.
         to_novelty: Coalescer[Any] = Coalescer(lambda items: novelty.put_batch.remote(items))
         to_judge: Coalescer[Candidate] = Coalescer(lambda items: judge.put_batch.remote(items))
+        to_ledger: Coalescer[Ledger] = Coalescer(lambda deltas: ledger.record.remote(_merged(deltas)))
 
         async def emit_novelty(cands: list[Candidate]) -> None:
             metrics.inc("candidates", len(cands), category=category, stage="parsed")
-            await to_novelty.submit(pack(cands))
+            items = pack(cands)
+            try:
+                await to_novelty.submit(items)
+            except QueueClosed as exc:
+                # A group travels as one item: say which candidates did not go in.
+                refused = QueueClosed(exc.reason, 0)
+                refused.rest = members(items[exc.delivered :])
+                raise refused from None
 
-        async def take_answers(max_items: int, timeout: float) -> list[Candidate]:
-            return await answers.get_batch.remote(max_items, timeout)
+        async def take_answers(max_items: int, timeout: float) -> tuple[list[Candidate], bool]:
+            return await answers.take.remote(max_items, timeout)
+
+        async def report(delta: Ledger) -> None:
+            await to_ledger.submit([delta])
 
         async def emit_judge(cands: list[Candidate]) -> None:
             await to_judge.submit(cands)
@@ -72,6 +81,7 @@ class InstructorActor:
             emit_novelty=emit_novelty,
             take_answers=take_answers,
             emit_judge=emit_judge,
+            report=report,
             concurrency=params.concurrency,
             on_event=on_event,
             max_failures_in_a_row=config.teacher.max_failures_in_a_row,
@@ -84,7 +94,7 @@ class InstructorActor:
         if letters:
             # Awaited: the driver closes the writer once this returns, and letters arriving after
             # the close would never be written.
-            await self.writer.dead_letter.remote(letters)
+            await self.writer.call.remote("log_dead_letters", letters)
         return self.producer.outcome
 
     def set_quota(self, quota: int) -> None:
@@ -99,8 +109,17 @@ class InstructorActor:
     def _ship_dead_letters(self) -> None:
         letters = self.producer.take_dead_letters()
         if letters:
-            self.writer.dead_letter.remote(letters)
+            self.writer.call.remote("log_dead_letters", letters)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ProducerStats:
         self._ship_dead_letters()
-        return {**self.producer.stats(), "teacher": self.teacher.stats()}
+        stats = self.producer.stats()
+        stats.teacher = self.teacher.stats()
+        return stats
+
+
+def _merged(deltas: list[Ledger]) -> Ledger:
+    total = Ledger()
+    for delta in deltas:
+        total.add(delta)
+    return total

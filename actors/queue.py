@@ -7,7 +7,7 @@ from typing import Any
 import ray
 
 from instructflow.actors import metrics
-from instructflow.actors.core.queue import BatchQueue
+from instructflow.actors.core.queue import BatchQueue, QueueStats
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -21,7 +21,7 @@ class QueueActor:
     def __init__(self, name: str, maxsize: int) -> None:
         self.name = name
         self.label = name.replace(":", "_")
-        self.queue = BatchQueue(maxsize)
+        self.queue = BatchQueue(maxsize, name)
 
     async def put_batch(self, items: list[Any], timeout: float | None = None) -> int:
         put = await self.queue.put_batch(items, timeout)
@@ -34,8 +34,19 @@ class QueueActor:
             metrics.set_gauge("queue_depth", len(self.queue), queue=self.label)
         return batch
 
-    async def close(self) -> None:
-        await self.queue.close()
+    async def take(self, max_items: int, timeout: float | None = None) -> tuple[list[Any], bool]:
+        batch, ended = await self.queue.take(max_items, timeout)
+        if batch:
+            metrics.set_gauge("queue_depth", len(self.queue), queue=self.label)
+        return batch, ended
 
-    async def stats(self) -> dict[str, Any]:
-        return {"name": self.name, **self.queue.stats()}
+    async def close(self, reason: str = "shutdown") -> None:
+        await self.queue.close(reason)
+
+    async def retire(self, reason: str) -> dict[str, int]:
+        gone = await self.queue.retire(reason)
+        metrics.set_gauge("queue_depth", 0, queue=self.label)
+        return gone
+
+    async def stats(self) -> QueueStats:
+        return self.queue.stats()

@@ -1,83 +1,92 @@
-"""Ray-free bookkeeping for the driver: per-category progress from the actors' stats, and the
-generation quotas that keep a paid teacher from being asked for much more than the targets need."""
+"""Ray-free bookkeeping for the driver: progress from the run's books and the actors' typed stats,
+the generation quotas that keep a paid teacher from being asked for much more than the targets
+need, the estimate of candidates lost to restarts, and the watchdog that ends a run that cannot
+progress.
+
+The books (`core.ledger`) are exact: every candidate generated is accepted, rejected or dropped
+exactly once, or was lost in an actor that died. While the run goes, what is in flight is known
+only approximately (a candidate between two actors shows up in neither), so losses are estimated
+from what stays unexplained for several ticks; once the run has drained nothing is in flight and
+`lost = generated - accepted - rejected - dropped` exactly.
+"""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+
+from instructflow.actors.core.ledger import GIVEN_UP, SHUTDOWN, TARGET_MET, Ledger
 
 YIELD_PRIOR = 4
+# Drops that say nothing about the teacher's yield: the rows were not needed.
+SURPLUS_REASONS = frozenset({TARGET_MET, SHUTDOWN, GIVEN_UP, "over_target", "duplicate_id"})
+# Consecutive ticks a shortfall must persist before it is believed to be a loss.
+LOST_AFTER_TICKS = 4
 
 
 @dataclass
 class Progress:
-    """One snapshot of the whole pipeline, summed over actors."""
+    """One snapshot of the whole pipeline."""
 
     targets: dict[str, int]
+    books: Ledger = field(default_factory=Ledger)
+    committed: Counter[str] = field(default_factory=Counter)  # in committed parts, earlier runs included
     accepted: Counter[str] = field(default_factory=Counter)  # committed + pending in the writer
-    committed: Counter[str] = field(default_factory=Counter)
-    generated: Counter[str] = field(default_factory=Counter)
-    resolved: Counter[str] = field(default_factory=Counter)  # finally rejected, dropped or accepted
-    surplus: Counter[str] = field(default_factory=Counter)  # skipped by the writer (over target, repeated id)
-    rejects: Counter[str] = field(default_factory=Counter)  # by reason, every stage
-    failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
-    requests: Counter[str] = field(default_factory=Counter)  # teacher attempts by status class, retries included
-    retries: int = 0  # failed attempts that were tried again (429s, 5xx, hangs, garbled replies, ...)
-    replies: int = 0  # attempts that brought back a usable reply
+    visible: Counter[str] = field(default_factory=Counter)  # in queues and inside actors, per category
     queue_depths: dict[str, int] = field(default_factory=dict)
-    held: int = 0  # items inside actors between a queue get and the next put
-    held_finishing: int = 0  # of `held`: in teacher calls already made, in judges and in the writer
+    finishing: int = 0  # candidates that still reach the writer once no new call starts (drain)
+    calls_in_flight: Counter[str] = field(default_factory=Counter)
+    quota: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
+    requests: Counter[str] = field(default_factory=Counter)  # teacher attempts by status class
+    retries: int = 0
+    replies: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     outcomes: list[str] = field(default_factory=list)  # why instructors ended early
     vectors: int = 0
-    # Set by the driver once the pipeline has looked empty for a while: candidates still counted
-    # as in flight were lost (an actor restarted while holding them) and must be made up for.
-    assume_lost: bool = False
+    lost: Counter[str] = field(default_factory=Counter)  # estimated while running, exact once drained
+    given_up: dict[str, str] = field(default_factory=dict)  # category -> why it was stopped
 
     @property
-    def pipeline_items(self) -> int:
-        """Candidates visible in queues and inside actors (not those in transit between them).
-
-        Answers still queued for a category that met its target are left out: its instructors
-        have stopped, so they never move, and counting them would keep the pipeline from ever
-        looking empty (and candidates lost to a restart from ever being made up for).
-        """
-        parked = sum(
-            depth for name, depth in self.queue_depths.items()
-            if name.startswith("answer:") and self.done(name.removeprefix("answer:"))
-        )
-        return sum(self.queue_depths.values()) - parked + self.held
+    def generated(self) -> Counter[str]:
+        return self.books.generated
 
     @property
-    def finishing_items(self) -> int:
-        """Candidates that still reach the writer once no new teacher call starts (a drain, a spent
-        budget): in calls already made, queued for or inside the judges, queued for or inside the
-        writer. Instructions waiting for novelty or an answer are parked and not counted."""
-        return self.queue_depths.get("judge", 0) + self.queue_depths.get("writer", 0) + self.held_finishing
+    def rejects(self) -> Counter[str]:
+        return self.books.by_reason()
+
+    def unexplained(self, category: str) -> int:
+        """Generated candidates neither terminal nor visible: in transit, or lost."""
+        return self.generated[category] - self.books.terminal(category) - self.visible[category]
 
     def in_flight(self, category: str) -> int:
-        """Generated candidates of `category` not yet accepted or finally rejected."""
-        raw = max(0, self.generated[category] - self.resolved[category])
-        return min(raw, self.pipeline_items) if self.assume_lost else raw
+        """Generated candidates of `category` that may still be accepted."""
+        return max(0, self.generated[category] - self.books.terminal(category) - self.lost[category])
 
     def yield_rate(self, category: str) -> float:
-        """Share of generated candidates that end up accepted (0.05..1).
-
-        Rows the writer skipped as surplus are not a loss of quality and do not count; a prior of a
-        few accepted rows keeps the first rejections from looking like a collapse in yield.
-        """
-        judged = self.resolved[category] - self.surplus[category]
-        rate = (self.accepted[category] + YIELD_PRIOR) / (judged + YIELD_PRIOR)
+        """Share of judged candidates that end up accepted (0.05..1); a prior of a few accepted rows
+        keeps the first rejections from looking like a collapse in yield."""
+        b = self.books
+        losses = b.rejected_in(category) + sum(
+            n for (c, r), n in b.dropped.items() if c == category and r not in SURPLUS_REASONS
+        )
+        rate = (b.accepted[category] + YIELD_PRIOR) / (b.accepted[category] + losses + YIELD_PRIOR)
         return min(1.0, max(0.05, rate))
 
     def done(self, category: str) -> bool:
         return self.committed[category] >= self.targets[category]
 
+    def settled(self, category: str) -> bool:
+        """Met its target, or was given up."""
+        return self.done(category) or category in self.given_up
+
     def all_done(self) -> bool:
         return all(self.done(c) for c in self.targets)
+
+    def all_settled(self) -> bool:
+        return all(self.settled(c) for c in self.targets)
 
 
 def quotas(progress: Progress, replicas: dict[str, int]) -> dict[str, int]:
@@ -91,68 +100,92 @@ def quotas(progress: Progress, replicas: dict[str, int]) -> dict[str, int]:
         rate = progress.yield_rate(category)
         expected = progress.accepted[category] + progress.in_flight(category) * rate
         missing = max(0.0, target - expected)
-        per_replica = math.ceil(missing / rate / max(1, replicas.get(category, 1)))
-        result[category] = per_replica
+        result[category] = math.ceil(missing / rate / max(1, replicas.get(category, 1)))
     return result
 
 
-# Failed calls only the instructor sees (the HTTP request itself succeeded): the reply could not be
-# parsed, or the instructor's own code raised. Other failure reasons come from the teacher client.
-PRODUCER_FAILURES = ("unparseable", "instructor_error")
+class LossEstimator:
+    """Per category, the shortfall that persisted over the last few ticks: a candidate in transit
+    is visible again a moment later, a lost one never is."""
+
+    def __init__(self, ticks: int = LOST_AFTER_TICKS) -> None:
+        self.history: dict[str, deque[int]] = {}
+        self.ticks = ticks
+
+    def update(self, progress: Progress) -> None:
+        for cat in progress.targets:
+            h = self.history.setdefault(cat, deque(maxlen=self.ticks))
+            h.append(progress.unexplained(cat))
+            progress.lost[cat] = max(0, min(h)) if len(h) == self.ticks else 0
 
 
-def _add_usage(p: Progress, teacher: dict[str, Any] | None) -> None:
-    teacher = teacher or {}
-    usage = teacher.get("usage") or {}
-    p.prompt_tokens += usage.get("prompt_tokens", 0)
-    p.completion_tokens += usage.get("completion_tokens", 0)
-    p.failures.update(teacher.get("failures", {}))
-    p.requests.update(teacher.get("requests", {}))
-    p.retries += teacher.get("retries", 0)
-    p.replies += teacher.get("replies", 0)
+def settle_lost(progress: Progress) -> None:
+    """After the drain nothing is in flight: what is not terminal was lost."""
+    for cat in progress.targets:
+        progress.lost[cat] = max(0, progress.generated[cat] - progress.books.terminal(cat))
 
 
-def collect(
-    targets: dict[str, int],
-    writer: dict[str, Any],
-    instructors: list[dict[str, Any]],
-    workers: list[dict[str, Any]],
-    judges: list[dict[str, Any]],
-    queues: list[dict[str, Any]],
-) -> Progress:
-    """Sums the stats dictionaries the actors return into one `Progress`."""
-    p = Progress(targets=dict(targets))
-    p.accepted.update(writer.get("accepted", {}))
-    p.committed.update(writer.get("committed", {}))
-    p.resolved.update(writer.get("accepted", {}))
-    p.resolved.update(writer.get("skipped_by_category", {}))
-    p.surplus.update(writer.get("skipped_by_category", {}))
-    p.rejects.update({f"writer:{k}": v for k, v in writer.get("skipped", {}).items()})
-    for s in instructors:
-        cat = s["category"]
-        p.generated[cat] += s["generated"]
-        p.resolved[cat] += sum(s["dropped"].values())
-        p.rejects.update({f"answer:{k}": v for k, v in s["dropped"].items()})
-        p.held += s["held"]
-        p.held_finishing += s["held"]  # candidates in teacher calls already made
-        _add_usage(p, s.get("teacher"))
-        p.failures.update({k: v for k, v in s.get("failures", {}).items() if k in PRODUCER_FAILURES})
-        if s.get("outcome"):
-            p.outcomes.append(s["outcome"])
-    for s in workers:
-        p.resolved.update(s["rejected"])
-        p.rejects.update({f"novelty:{k}": v for k, v in s["reasons"].items()})
-        p.held += s["held"]
-    for s in judges:
-        p.resolved.update(s["rejected"])
-        p.rejects.update({f"judge:{k}": v for k, v in s["reasons"].items()})
-        p.held += s["held"]
-        p.held_finishing += s["held"]
-        _add_usage(p, s.get("teacher"))
-        if s.get("fatal"):
-            p.outcomes.append(f"fatal: {s['fatal']}")
-    for q in queues:
-        p.queue_depths[q["name"]] = q["depth"]
-    p.held += writer.get("held", 0)
-    p.held_finishing += writer.get("held", 0)
-    return p
+@dataclass
+class _Seen:
+    signature: tuple[int, int]
+    since: float
+
+
+class Watchdog:
+    """Ends categories that cannot reach their target, so that a run always ends by itself.
+
+    - **No progress**: nothing of the category moved (no candidate generated, none decided) for
+      `stall_timeout_s` while its target is unmet.
+    - **Novelty saturated**: of the last `window` candidates the novelty stage decided, fewer than
+      `min_novel_share` were novel: the teacher keeps repeating itself and every further row would
+      cost many paid calls.
+    """
+
+    def __init__(self, stall_timeout_s: float, window: int, min_novel_share: float) -> None:
+        self.stall_timeout_s = stall_timeout_s
+        self.window = window
+        self.min_novel_share = min_novel_share
+        self.seen: dict[str, _Seen] = {}
+        self.novelty: dict[str, deque[tuple[int, int]]] = {}  # (decided, novel) per tick
+
+    def check(self, progress: Progress, now: float) -> dict[str, str]:
+        """Categories to give up now, with the reason."""
+        verdicts = {}
+        for cat in progress.targets:
+            if progress.settled(cat):
+                continue
+            reason = self._stalled(progress, cat, now) or self._saturated(progress, cat)
+            if reason:
+                verdicts[cat] = f"{cat}: {reason}"
+        return verdicts
+
+    def _stalled(self, p: Progress, cat: str, now: float) -> str | None:
+        signature = (p.generated[cat], p.books.terminal(cat))
+        seen = self.seen.get(cat)
+        if seen is None or seen.signature != signature:
+            self.seen[cat] = _Seen(signature, now)
+            return None
+        idle = now - seen.since
+        if idle < self.stall_timeout_s:
+            return None
+        return (
+            f"no progress for {idle:.0f} s (quota {p.quota[cat]}, {p.calls_in_flight[cat]} calls in flight, "
+            f"{p.in_flight(cat)} candidates in flight)"
+        )
+
+    def _saturated(self, p: Progress, cat: str) -> str | None:
+        decided = p.books.passed[("novelty", cat)] + p.books.rejected_in(cat, "novelty")
+        novel = p.books.passed[("novelty", cat)]
+        samples = self.novelty.setdefault(cat, deque())
+        samples.append((decided, novel))
+        # The most recent window of at least `window` decisions.
+        while len(samples) > 1 and decided - samples[1][0] >= self.window:
+            samples.popleft()
+        then_decided, then_novel = samples[0]
+        n = decided - then_decided
+        if n < self.window:
+            return None
+        fresh = novel - then_novel
+        if fresh >= self.min_novel_share * n:
+            return None
+        return f"novelty saturated: {fresh} of the last {n} candidates were novel"

@@ -81,6 +81,13 @@ def cmd_categories(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from instructflow.cluster.graph import GRAPH
+
+    print(GRAPH.mermaid())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="instructflow", description="Synthetic instruction data on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("categories", help="list the instructor categories")
     c.set_defaults(func=cmd_categories)
+
+    gr = sub.add_parser("graph", help="print the pipeline's stage graph as a Mermaid flowchart")
+    gr.set_defaults(func=cmd_graph)
     return p
 
 

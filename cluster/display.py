@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from instructflow.cluster.accounting import Progress
+from instructflow.config import Config
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -24,10 +24,11 @@ def _rate(count: int, seconds: float) -> str:
 class Display:
     """`mode`: auto (live on a terminal, plain otherwise), live, plain, or off."""
 
-    def __init__(self, config: Any, mode: str = "auto", console: Console | None = None) -> None:
-        self.console = console or Console(stderr=False)
+    def __init__(self, config: Config, mode: str = "auto", console: Console | None = None) -> None:
         if mode == "auto":
             mode = "live" if sys.stdout.isatty() else "plain"
+        # Logs are not a terminal: give the summary table room instead of Rich's default 80 columns.
+        self.console = console or Console(stderr=False, width=None if mode == "live" else 132)
         self.mode = mode
         self.config = config
         self.started = time.monotonic()
@@ -72,12 +73,20 @@ class Display:
     def render(self, p: Progress, title: str = "instructflow") -> Group:
         elapsed = time.monotonic() - self.started
         table = Table(title=f"{title} · run {self.config.run_id} · {elapsed:.0f}s", expand=False)
-        for column in ("category", "committed", "accepted", "target", "generated", "rows/s"):
+        # The books of this run: every generated candidate is accepted, rejected, dropped, lost, or
+        # still in flight (the last column), so the row adds up.
+        columns = ("category", "committed", "target", "generated", "accepted", "rejected", "dropped", "lost",
+                   "in flight", "rows/s")
+        for column in columns:
             table.add_column(column, justify="right" if column != "category" else "left")
+        b = p.books
         for cat, target in p.targets.items():
             base = (self.first_committed or {}).get(cat, 0)
+            dropped = sum(n for (c, _), n in b.dropped.items() if c == cat)
+            name = f"{cat} (given up)" if cat in p.given_up else cat
             table.add_row(
-                cat, str(p.committed[cat]), str(p.accepted[cat]), str(target), str(p.generated[cat]),
+                name, str(p.committed[cat]), str(target), str(p.generated[cat]), str(b.accepted[cat]),
+                str(b.rejected_in(cat)), str(dropped), str(p.lost[cat]), str(p.in_flight(cat)),
                 _rate(p.accepted[cat] - base, elapsed),
             )
         stats = Table.grid(padding=(0, 2))
@@ -90,6 +99,8 @@ class Display:
         if p.requests:
             calls = "  ".join(f"{k} {v}" for k, v in sorted(p.requests.items()))
             stats.add_row("teacher calls", f"{calls}  (retried {p.retries})")
+        for reason in p.given_up.values():
+            stats.add_row("given up", reason)
         if p.failures:
             stats.add_row("failed calls", "  ".join(f"{k} {v}" for k, v in sorted(p.failures.items())))
         return Group(table, stats)

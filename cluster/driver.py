@@ -1,11 +1,9 @@
 """The driver: validates a run, starts or joins Ray, steers the pipeline (quotas, stop), drains it.
 
-    instructors --novelty q--> novelty workers --(gate + shards)--> answer q (per category) --> instructors
-                                                 \\--> judge q --> judges --> writer q --> writer
-
-The actors themselves are created and observed in `cluster.topology`. Every arrow is a bounded
-`QueueActor`; puts block when a queue is full, so a slow stage slows the
-ones before it instead of growing memory.
+The stage graph is declared in `cluster.graph`; the actors are created and observed in
+`cluster.topology`. Every edge is a bounded `QueueActor`; puts block when a queue is full, so a slow
+stage slows the ones before it instead of growing memory, and a put to an edge that is closed (its
+category is done) drops its candidates instead of blocking.
 """
 
 from __future__ import annotations
@@ -20,8 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from instructflow.cluster.accounting import Progress, quotas
+from instructflow.actors.core.ledger import GIVEN_UP, SHUTDOWN, TARGET_MET
+from instructflow.cluster.accounting import LossEstimator, Progress, Watchdog, quotas, settle_lost
 from instructflow.cluster.display import Display
+from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
 from instructflow.cluster.topology import (  # noqa: F401 - re-exported for callers of the driver
     RunError,
@@ -31,6 +31,8 @@ from instructflow.cluster.topology import (  # noqa: F401 - re-exported for call
     build,
     finished_loops,
     resume_index,
+    retire,
+    retire_queue,
     snapshot,
     start,
     teardown,
@@ -40,9 +42,6 @@ from instructflow.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 NAMESPACE = "instructflow"
-# A snapshot races with candidates in transit between actors, so "nothing visible" is only believed
-# (and unresolved candidates written off as lost) after this many quiet control ticks in a row.
-LOST_AFTER_QUIET_TICKS = 4
 
 
 def preflight(config: Config) -> None:
@@ -178,32 +177,38 @@ class _Signals:
 
 
 def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -> tuple[Progress, str]:
-    """Runs the control loop until every target is met, producers end, or a signal arrives."""
+    """Runs the control loop until every category is settled (target met, or given up by the
+    watchdog), the producers end, or a signal arrives."""
     replicas = {n: p.replicas for n, p in config.categories.items()}
+    losses = LossEstimator()
+    r = config.run
+    watchdog = Watchdog(r.stall_timeout_s, r.saturation_window, r.min_novel_share)
+    given_up: dict[str, str] = {}
     stopped: set[str] = set()
-    quiet = 0  # consecutive snapshots in which the pipeline held nothing
     while True:
         progress = snapshot(config, topo)
-        quiet = quiet + 1 if progress.pipeline_items == 0 else 0
-        progress.assume_lost = quiet >= LOST_AFTER_QUIET_TICKS
+        progress.given_up = dict(given_up)
+        losses.update(progress)
         display.update(progress)
         fatal = next((o for o in progress.outcomes if o.startswith("fatal")), None)
         if fatal:
             return progress, fatal
-        if progress.all_done():
-            return progress, "complete"
+        if progress.all_settled():
+            return progress, end_reason(progress)
         if signals.count:
             return progress, "interrupted"
+        for name, reason in watchdog.check(progress, time.monotonic()).items():
+            given_up[name] = reason
+            display.note(f"giving up {reason}")
         for name, quota in quotas(progress, replicas).items():
-            actors = topo.instructors[name]
-            if progress.done(name) and name not in stopped:
-                stopped.add(name)
-                for a in actors:
-                    a.stop.remote()
-            elif name not in stopped:
-                for a in actors:
+            if name in given_up or progress.done(name):
+                if name not in stopped:
+                    stopped.add(name)
+                    retire(config, topo, name, GIVEN_UP if name in given_up else TARGET_MET)
+            else:
+                for a in topo.instructors[name]:
                     a.set_quota.remote(quota)
-        if "budget" in progress.outcomes and progress.pipeline_items == 0:
+        if "budget" in progress.outcomes and progress.finishing == 0:
             return progress, "budget exhausted"
         ended, failure = finished_loops(topo, timeout=0.5)
         if failure:
@@ -211,7 +216,15 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
         if sum(name.startswith("instructor") for name in ended) == len(topo.all_instructors()):
             # A fresh snapshot: the loops may have ended, with their reason, after this tick's one.
             progress = snapshot(config, topo)
+            progress.given_up = dict(given_up)
             return progress, why_producers_ended(progress)
+
+
+def end_reason(progress: Progress) -> str:
+    """"complete", or why some categories fell short ("incomplete: trivia: novelty saturated: ...")."""
+    if progress.all_done():
+        return "complete"
+    return "incomplete: " + "; ".join(progress.given_up[c] for c in progress.targets if c in progress.given_up)
 
 
 def why_producers_ended(progress: Progress) -> str:
@@ -219,15 +232,19 @@ def why_producers_ended(progress: Progress) -> str:
     fatal = next((o for o in progress.outcomes if o.startswith("fatal")), None)
     if fatal:  # e.g. a 401: the message names the API key variable to check
         return fatal
-    if progress.all_done():
-        return "complete"
+    if progress.all_settled():
+        return end_reason(progress)
     # Every replica stops at its next request once the budget is spent; answers still queued then
-    # can never be paid for, so the pipeline never looks empty.
+    # can never be paid for.
     return "budget exhausted" if "budget" in progress.outcomes else "producers finished"
 
 
 def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> None:
-    """Stops producers, lets in-flight work reach the writer (bounded), then commits and closes."""
+    """Stops producers, lets in-flight work reach the writer (bounded), then commits and closes.
+
+    Edges close in the graph's drain order: each once every stage that feeds it has ended, so work
+    already paid for moves on instead of being dropped at a closed door.
+    """
     import ray
 
     for a in topo.all_instructors():
@@ -237,17 +254,26 @@ def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> Non
         # Let what is already paid for reach the writer, unless asked twice or out of time. No new
         # call starts now, so instructions still waiting for an answer are parked: not waited for.
         while time.monotonic() < deadline and signals.count < 2:
-            if snapshot(config, topo).finishing_items == 0:
+            if snapshot(config, topo).finishing == 0:
                 break
             time.sleep(0.2)
     for a in topo.all_instructors():
         a.stop.remote()
-    for name in ["novelty", *[k for k in topo.queues if k.startswith("answer:")], "judge", "writer"]:
-        ray.get(topo.queues[name].close.remote())
-    remaining = max(5.0, deadline - time.monotonic())
-    finished_loops(topo, timeout=remaining)
+    _wait_for(topo, lambda name: name.startswith("instructor"), deadline)
+    for edge in GRAPH.drain_order():
+        if GRAPH.orphaned(edge):
+            # Nobody consumes it any more (its instructors stopped): what it holds is dropped.
+            for category in config.categories:
+                retire(config, topo, category, SHUTDOWN)
+            continue
+        for queue in GRAPH.edge(edge).expand(config):
+            ray.get(topo.queues[queue].close.remote(SHUTDOWN))
+        consumers = set(GRAPH.consumers(edge))
+        _wait_for(topo, lambda name, c=consumers: name.split(" ")[0] in c, max(deadline, time.monotonic() + 5))
+    for queue in topo.queues:  # past the deadline (or behind a dead stage): nothing moves any more
+        retire_queue(topo, queue, SHUTDOWN)
     try:
-        ray.get(topo.writer.close.remote())
+        ray.get(topo.writer.call.remote("close"))
     except ray.exceptions.RayTaskError as exc:
         # Closing flushes what is pending; when that fails (e.g. the disk is still full) the
         # committed parts are untouched. Say so in one line instead of a Ray traceback.
@@ -256,6 +282,15 @@ def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> Non
             raise RunError(f"writer failed while closing: {cause}") from None
         if cause not in reason:  # else the run already stops for this very failure
             log.warning("writer failed while closing: %s", cause)
+
+
+def _wait_for(topo: Topology, which: Callable[[str], bool], deadline: float) -> None:
+    """Waits (until `deadline`) for the loops whose names `which` selects to end."""
+    while True:
+        ended, _ = finished_loops(topo, timeout=0.2)
+        pending = [n for n in topo.loops.values() if which(n) and n not in ended]
+        if not pending or time.monotonic() >= deadline:
+            return
 
 
 def run(config: Config, address: str | None = None, *, allow_config_change: bool = False) -> Progress:
@@ -282,9 +317,13 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
             display.note(f"stopping: {reason}")
             drain(config, topo, signals, reason)
         final = snapshot(config, topo)
+        final.given_up = progress.given_up
+        settle_lost(final)
         display.finish(final, reason)
         if reason.startswith("fatal"):
             raise RunError(reason.removeprefix("fatal: "))
+        if reason.startswith("incomplete"):
+            raise RunError(f"{reason}; every row accepted so far is committed")
         return final
     finally:
         teardown(config, topo, base_url)

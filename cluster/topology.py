@@ -1,15 +1,20 @@
-"""The run's actors: how they are created, named and placed, started, observed and torn down.
+"""The run's actors: how they are created from the stage graph, named and placed, started,
+observed and torn down.
 
 Ray-facing plumbing for the driver (`cluster.driver`), which decides *when* to do each of these.
+What exists and how it connects is declared in `cluster.graph.GRAPH`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from instructflow.cluster.accounting import Progress, collect
+from instructflow.actors.core.ledger import Ledger
+from instructflow.cluster.accounting import Progress
+from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
 from instructflow.config import Config
 
@@ -20,73 +25,93 @@ class RunError(RuntimeError):
 
 @dataclass
 class Topology:
-    queues: dict[str, Any]
+    queues: dict[str, Any]  # queue name (edge) -> QueueActor
+    ledger: Any
     gate: Any
     shards: list[Any]
-    workers: list[Any]
-    judges: list[Any]
-    writer: Any
-    instructors: dict[str, list[Any]]
-    loops: dict[Any, str] = field(default_factory=dict)  # running loop's ObjectRef -> actor name
+    stages: dict[str, list[Any]]  # stage name -> StageActor replicas (novelty, judge, writer)
+    instructors: dict[str, list[Any]]  # category -> InstructorActor replicas
+    loops: dict[Any, str] = field(default_factory=dict)  # running loop's ObjectRef -> replica role
+    baseline: dict[str, int] = field(default_factory=dict)  # rows committed before this run started
+
+    @property
+    def writer(self) -> Any:
+        return self.stages["writer"][0]
 
     def all_instructors(self) -> list[Any]:
         return [a for replicas in self.instructors.values() for a in replicas]
 
 
 def actor_name(config: Config, role: str) -> str:
-    """Name of one of the run's actors, e.g. `3f2a9c1b7d4e/writer` or `.../instructor:general:0`."""
+    """Name of one of the run's actors, e.g. `3f2a9c1b7d4e/writer:0` or `.../instructor:general:0`."""
     return f"{config.run_id}/{role}"
 
 
 def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> Topology:
-    """Creates every actor; nothing runs until `start`."""
+    """Creates every actor the graph declares; nothing runs until `start`."""
     from instructflow.actors.instructor import InstructorActor
-    from instructflow.actors.judge import JudgeActor
-    from instructflow.actors.novelty import GateActor, NoveltyWorker, ShardActor
+    from instructflow.actors.judge import judge_stage
+    from instructflow.actors.novelty import GateActor, ShardActor, novelty_stage
     from instructflow.actors.queue import QueueActor
-    from instructflow.actors.writer import WriterActor
+    from instructflow.actors.stage import LedgerActor, StageActor
+    from instructflow.actors.writer import writer_stage
 
-    def named(cls: Any, name: str, **options: Any) -> Any:
-        # Named per run, so operators (and fault-injection tests) can find each actor.
-        return cls.options(name=actor_name(config, name), **options)
+    def named(cls: Any, role: str, **options: Any) -> Any:
+        # Named per run, so that actors find each other (and operators and fault tests find them).
+        return cls.options(name=actor_name(config, role), **options)
 
-    q = config.queues
-    sizes = {"novelty": q.novelty, "judge": q.judge, "writer": q.writer}
-    sizes.update({f"answer:{name}": q.answer for name in config.categories})
-    queues = {name: named(QueueActor, f"queue:{name}").remote(name, size) for name, size in sizes.items()}
-    writer = named(WriterActor, "writer").remote(
-        out.uri,
-        targets={n: p.count for n, p in config.categories.items()},
-        rows_per_part=config.writer.rows_per_part,
-        flush_interval_s=config.writer.flush_interval_s,
-        run_id=config.run_id,
-        keep_rejects=config.writer.keep_rejects,
-        exports=list(config.writer.exports),
-    )
+    queues = {q: named(QueueActor, f"queue:{q}").remote(q, size) for q, size in GRAPH.queues(config).items()}
+    names = {q: actor_name(config, f"queue:{q}") for q in queues}
+    names["ledger"] = actor_name(config, "ledger")
+    names["rejects"] = names["writer_stage"] = actor_name(config, "writer:0")
+    ledger = named(LedgerActor, "ledger").remote()
+
     worker_opts, shard_opts = novelty_placement(config)
     shards = [named(ShardActor, f"shard:{i}", **shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
-    shard_names = [actor_name(config, f"shard:{i}") for i in range(config.novelty.shards)]
-    gate = named(GateActor, "gate").remote(shard_names, config.novelty.threshold)
-    workers = [
-        named(NoveltyWorker, f"embedder:{i}", **worker_opts).remote(config, queues, gate, writer)
-        for i in range(config.novelty.embedders)
-    ]
-    judges = [
-        named(JudgeActor, f"judge:{i}").remote(config, base_url, queues, writer) for i in range(config.judge.replicas)
-    ]
+    gate = named(GateActor, "gate").remote(
+        [actor_name(config, f"shard:{i}") for i in range(config.novelty.shards)], config.novelty.threshold
+    )
+    writer_options = {
+        "targets": {n: p.count for n, p in config.categories.items()},
+        "rows_per_part": config.writer.rows_per_part,
+        "flush_interval_s": config.writer.flush_interval_s,
+        "run_id": config.run_id,
+        "keep_rejects": config.writer.keep_rejects,
+        "exports": list(config.writer.exports),
+    }
+    recipes = {
+        "novelty": (functools.partial(novelty_stage, config, actor_name(config, "gate")), worker_opts),
+        "judge": (functools.partial(judge_stage, config, base_url), {}),
+        "writer": (functools.partial(writer_stage, out.uri, **writer_options), {}),
+    }
+    stages: dict[str, list[Any]] = {}
+    for decl in GRAPH.stages:
+        if decl.source:
+            continue
+        recipe, options = recipes[decl.name]
+        wiring = {**names, "input": names[decl.takes or ""]}
+        if not config.writer.keep_rejects:
+            wiring.pop("rejects")
+        stages[decl.name] = [
+            named(StageActor, f"{decl.name}:{i}", **options).remote(f"{decl.name}:{i}", recipe, wiring)
+            for i in range(decl.replicas(config))
+        ]
     instructors = {
         name: [
-            named(InstructorActor, f"instructor:{name}:{r}").remote(config, name, r, base_url, topics, queues, writer)
+            named(InstructorActor, f"instructor:{name}:{r}").remote(
+                config, name, r, base_url, topics,
+                {**names, "answer": names[f"answer:{name}"], "writer": names["writer_stage"]},
+            )
             for r in range(params.replicas)
         ]
         for name, params in config.categories.items()
     }
-    return Topology(queues, gate, shards, workers, judges, writer, instructors)
+    return Topology(queues, ledger, gate, shards, stages, instructors)
 
 
 def novelty_placement(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Ray options for embedding workers and shards: on the embedding group when a custom resource
-    is configured (zero CPUs, so nothing else competes for that group), else one CPU per worker."""
+    """Ray options for embedding replicas and shards: on the embedding group when a custom resource
+    is configured (zero CPUs, so nothing else competes for that group), else one CPU per replica."""
     n = config.novelty
     if n.resource:
         worker = {"num_cpus": 0, "resources": {n.resource: 1}, "num_gpus": n.gpus_per_embedder}
@@ -98,7 +123,8 @@ def resume_index(topo: Topology) -> int:
     """Seeds the novelty index with the committed rows' stored vectors (no re-encoding)."""
     import ray
 
-    ids, vectors = ray.get(topo.writer.committed_vectors.remote())
+    topo.baseline = dict(ray.get(topo.writer.call.remote("counts")))
+    ids, vectors = ray.get(topo.writer.call.remote("committed_vectors"))
     if len(ids):
         ray.get(topo.gate.seed.remote(list(ids), vectors))
     return len(ids)
@@ -106,9 +132,8 @@ def resume_index(topo: Topology) -> int:
 
 def actor_count(config: Config) -> int:
     n = config.novelty
-    queues = 3 + len(config.categories)
-    instructors = sum(p.replicas for p in config.categories.values())
-    return queues + instructors + n.shards + n.embedders + config.judge.replicas + 3  # gate, writer, teacher gate
+    stages = sum(d.replicas(config) for d in GRAPH.stages)
+    return len(GRAPH.queues(config)) + stages + n.shards + 3  # gate, ledger, teacher gate
 
 
 def wait_ready(config: Config, topo: Topology, timeout: float = 300.0) -> None:
@@ -134,9 +159,9 @@ def wait_ready(config: Config, topo: Topology, timeout: float = 300.0) -> None:
 
 
 def start(topo: Topology) -> None:
-    loops = {f"novelty worker {i}": w.run.remote() for i, w in enumerate(topo.workers)}
-    loops.update({f"judge {i}": j.run.remote() for i, j in enumerate(topo.judges)})
-    loops["writer"] = topo.writer.pump.remote(topo.queues["writer"])
+    loops = {}
+    for stage, replicas in topo.stages.items():
+        loops.update({f"{stage} {i}": a.run.remote() for i, a in enumerate(replicas)})
     for name, actors in topo.instructors.items():
         loops.update({f"instructor {name}/{r}": a.run.remote() for r, a in enumerate(actors)})
     topo.loops = {ref: name for name, ref in loops.items()}
@@ -159,23 +184,84 @@ def finished_loops(topo: Topology, timeout: float) -> tuple[list[str], str | Non
 
 
 def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
+    """The books and every actor's stats, gathered into one `Progress`."""
     import ray
 
     refs = {
-        "writer": topo.writer.stats.remote(),
+        "books": topo.ledger.snapshot.remote(),
         "instructors": [a.stats.remote() for a in topo.all_instructors()],
-        "workers": [w.stats.remote() for w in topo.workers],
-        "judges": [j.stats.remote() for j in topo.judges],
-        "queues": [qa.stats.remote() for qa in topo.queues.values()],
+        "stages": [a.stats.remote() for replicas in topo.stages.values() for a in replicas],
+        "queues": [q.stats.remote() for q in topo.queues.values()],
         "gate": topo.gate.stats.remote(),
     }
     got = {k: ray.get(v, timeout=timeout) for k, v in refs.items()}
-    progress = collect(
-        {n: p.count for n, p in config.categories.items()},
-        got["writer"], got["instructors"], got["workers"], got["judges"], got["queues"],
-    )
-    progress.vectors = got["gate"]["vectors"]
-    return progress
+    p = Progress(targets={n: p.count for n, p in config.categories.items()}, books=got["books"])
+    p.vectors = got["gate"].vectors
+    for q in got["queues"]:
+        p.queue_depths[q.name] = q.depth
+        p.visible.update(q.by_category)
+        if q.name in ("judge", "writer"):
+            p.finishing += sum(q.by_category.values())
+    for s in got["stages"]:
+        p.visible.update(s.held)
+        if s.role.startswith(("judge", "writer")):
+            p.finishing += sum(s.held.values())
+        if s.fatal:
+            p.outcomes.append(f"fatal: {s.fatal}")
+        detail = s.detail
+        if s.role.startswith("writer"):
+            p.committed.update(detail.committed)
+            p.accepted.update(detail.accepted)
+            # This run's accepted rows: committed (durable) or pending in the live writer.
+            for cat, n in detail.accepted.items():
+                p.books.accepted[cat] = max(0, n - topo.baseline.get(cat, 0))
+        elif s.role.startswith("judge") and detail.teacher:
+            _add_usage(p, detail.teacher)
+    for s in got["instructors"]:
+        p.visible[s.category] += s.held
+        p.finishing += s.answering
+        p.calls_in_flight[s.category] += s.calls_in_flight
+        p.quota[s.category] += s.quota
+        p.failures.update({k: v for k, v in s.failures.items() if k in PRODUCER_FAILURES})
+        _add_usage(p, s.teacher)
+        if s.outcome:
+            p.outcomes.append(s.outcome)
+    return p
+
+
+# Failed calls only the instructor sees (the HTTP request itself succeeded): the reply could not be
+# parsed, or the instructor's own code raised. Other failure reasons come from the teacher client.
+PRODUCER_FAILURES = ("unparseable", "instructor_error")
+
+
+def _add_usage(p: Progress, teacher: dict[str, Any] | None) -> None:
+    teacher = teacher or {}
+    usage = teacher.get("usage") or {}
+    p.prompt_tokens += usage.get("prompt_tokens", 0)
+    p.completion_tokens += usage.get("completion_tokens", 0)
+    p.failures.update(teacher.get("failures", {}))
+    p.requests.update(teacher.get("requests", {}))
+    p.retries += teacher.get("retries", 0)
+    p.replies += teacher.get("replies", 0)
+
+
+def retire(config: Config, topo: Topology, category: str, reason: str) -> None:
+    """Stops a category: its replicas stop, its answer queue is retired (what it held is dropped for
+    `reason` in the books), and later puts to it are dropped instead of blocking the novelty stage."""
+    for a in topo.instructors[category]:
+        a.stop.remote()
+    retire_queue(topo, f"answer:{category}", reason)
+
+
+def retire_queue(topo: Topology, queue: str, reason: str) -> None:
+    """Closes a queue for good; what it still holds is recorded as dropped for `reason`."""
+    import ray
+
+    gone = ray.get(topo.queues[queue].retire.remote(reason))
+    if gone:
+        delta = Ledger()
+        delta.dropped.update({(cat, reason): n for cat, n in gone.items()})
+        ray.get(topo.ledger.record.remote(delta))
 
 
 def teardown(config: Config, topo: Topology | None, base_url: str | None) -> None:
@@ -185,8 +271,8 @@ def teardown(config: Config, topo: Topology | None, base_url: str | None) -> Non
     from instructflow.actors.limiter import gate_name
 
     handles = [] if topo is None else [
-        *topo.queues.values(), topo.gate, *topo.shards, *topo.workers, *topo.judges, topo.writer,
-        *topo.all_instructors(),
+        *topo.queues.values(), topo.ledger, topo.gate, *topo.shards,
+        *[a for replicas in topo.stages.values() for a in replicas], *topo.all_instructors(),
     ]
     if base_url is not None:
         with contextlib.suppress(ValueError):  # not created yet

@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from instructflow.actors.core.queue import QueueClosed
+
 T = TypeVar("T")
 
 
@@ -48,20 +50,20 @@ class Coalescer(Generic[T]):
             self._pump = loop.create_task(self._run())
         await done
 
-    def _take(self) -> tuple[list[T], list[asyncio.Future[None]]]:
+    def _take(self) -> tuple[list[T], list[tuple[asyncio.Future[None], int]]]:
         items: list[T] = []
-        waiters: list[asyncio.Future[None]] = []
+        waiters: list[tuple[asyncio.Future[None], int]] = []  # (future, how many items it sent)
         while self._pending:
             next_items, done = self._pending[0]
             if waiters and self._max_items is not None and len(items) + len(next_items) > self._max_items:
                 break
             self._pending.popleft()
             items.extend(next_items)
-            waiters.append(done)
+            waiters.append((done, len(next_items)))
         return items, waiters
 
     async def _run(self) -> None:
-        waiters: list[asyncio.Future[None]] = []
+        waiters: list[tuple[asyncio.Future[None], int]] = []
         try:
             while self._pending:
                 items, waiters = self._take()
@@ -75,17 +77,24 @@ class Coalescer(Generic[T]):
                 waiters = []
         except asyncio.CancelledError:
             # The event loop is closing: nobody's items can be promised any more.
-            for done in waiters + [done for _, done in self._pending]:
+            for done in [d for d, _ in waiters] + [done for _, done in self._pending]:
                 done.cancel()
             self._pending.clear()
             raise
 
 
-def _settle(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> None:
-    for done in waiters:
+def _settle(waiters: list[tuple[asyncio.Future[None], int]], exc: BaseException | None) -> None:
+    start = 0
+    for done, count in waiters:
+        share = exc
+        if isinstance(exc, QueueClosed):
+            # A closed queue took the first `delivered` items of the combined send: tell each
+            # caller how many of its own went in.
+            share = QueueClosed(exc.reason, min(count, max(0, exc.delivered - start)))
+        start += count
         if done.done():
             continue  # its caller was cancelled; the items went anyway, as a plain call's would
-        if exc is None:
+        if share is None:
             done.set_result(None)
         else:
-            done.set_exception(exc)
+            done.set_exception(share)

@@ -7,14 +7,16 @@ from 0 to 10, and records the verdict and score on the candidate.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instructflow.actors.core.stage import Outcome, Stage
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import load_template
-from instructflow.instructors.teacher.api import Teacher
+from instructflow.instructors.teacher.api import FatalTeacherError, Teacher, TeacherError
 
 # Openings and phrases that mark a reply the teacher declined or hedged instead of answering.
 REFUSAL_PATTERNS = [
@@ -33,7 +35,7 @@ _VERDICT = re.compile(r"\bVERDICT\s*[:=]\s*([A-Za-z_]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Verdict:
     accepted: bool
     reason: str | None = None  # why it was rejected: refusal, too_short, banned_word, low_score, ...
 
@@ -90,14 +92,14 @@ class JudgeChain:
             declared = frozenset({"category", "instruction", "response"})
             self.template = load_template(llm.template, declared, override=prompts_dir)
 
-    async def judge(self, cand: Candidate, teacher: Teacher | None) -> Outcome:
+    async def judge(self, cand: Candidate, teacher: Teacher | None) -> Verdict:
         """Fills `verdict`/`score` on the candidate and says whether it is accepted."""
         reason = self.rules.check(cand)
         if reason:
-            return Outcome(False, reason)
+            return Verdict(False, reason)
         if self.template is None or teacher is None:
             cand.verdict = "rules_passed"
-            return Outcome(True)
+            return Verdict(True)
         prompt = self.template.render(
             {"category": cand.category, "instruction": cand.instruction, "response": cand.response or ""}
         )
@@ -108,8 +110,48 @@ class JudgeChain:
         cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
         score, verdict = parse_judgement(reply.text)
         if score is None:
-            return Outcome(False, "judge_unparseable")
+            return Verdict(False, "judge_unparseable")
         cand.score, cand.verdict = score, verdict or ("accept" if score >= self.llm.threshold else "reject")
         if score < self.llm.threshold:
-            return Outcome(False, "low_score")
-        return Outcome(True)
+            return Verdict(False, "low_score")
+        return Verdict(True)
+
+
+@dataclass
+class JudgeStats:
+    teacher: Any  # the judge's teacher client stats, when an LLM judge runs
+
+
+class JudgeStage(Stage):
+    """Judges a batch concurrently (rules, then the LLM judge) and passes the accepted rows to the
+    writer (`writer`). A teacher that rejects the key turns the stage fatal: the run stops."""
+
+    name = "judge"
+    batch_size = 64
+
+    def __init__(self, chain: JudgeChain, teacher: Teacher | None) -> None:
+        self.chain = chain
+        self.teacher = teacher
+
+    async def process(self, batch: list[Candidate]) -> Outcome:
+        verdicts = await asyncio.gather(*[self._judge(c) for c in batch])
+        out = Outcome()
+        for cand, verdict in zip(batch, verdicts, strict=True):
+            if verdict.accepted:
+                out.send("writer", cand)
+            else:
+                out.rejected.append((cand, verdict.reason or "rejected"))
+        return out
+
+    async def _judge(self, cand: Candidate) -> Verdict:
+        try:
+            return await self.chain.judge(cand, self.teacher)
+        except FatalTeacherError as exc:
+            self.fatal = str(exc)
+            return Verdict(False, "teacher_fatal")
+        except TeacherError as exc:
+            return Verdict(False, f"judge_{getattr(exc, 'reason', 'failed')}")
+
+    def detail(self) -> JudgeStats:
+        stats = getattr(self.teacher, "stats", None)
+        return JudgeStats(teacher=stats() if stats else None)

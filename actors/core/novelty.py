@@ -1,20 +1,26 @@
 """Near-duplicate rejection: faiss shards and the serialised admission decision.
 
 Every shard holds part of the accepted vectors; a query goes to all shards, an accepted vector is
-inserted into one. `NoveltyIndex.admit` is the one place where check-and-insert happens: it compares a
+inserted into one. `Gate.admit` is the one place where check-and-insert happens: it compares a
 batch against the shards *and* against the earlier members of the same batch, so two near-duplicates
-in flight at the same moment cannot both pass as long as admissions are serialised (the gate actor
-runs them one at a time).
+in flight at the same moment cannot both pass, since the gate runs admissions one at a time. The gate
+actor is a thin shell around `Gate`; `NoveltyStage` is the stage core the embedding replicas run.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import faiss
 import numpy as np
+
+from instructflow.actors.core.stage import Outcome, Stage
+from instructflow.instructors.record import Candidate
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
@@ -95,45 +101,182 @@ def decide(
     return decisions
 
 
-class NoveltyIndex:
-    """All shards in one process (tests, benchmarks, single-node runs) with the admission rule.
+class ShardClient(Protocol):
+    """One shard as the gate reaches it: in this process (`LocalShard`) or as a Ray actor. Every
+    answer carries the shard's `generation`, new whenever the shard (re)starts empty."""
 
-    The Ray topology uses the same `decide` with shards in separate actors.
+    async def best(self, vectors: np.ndarray) -> tuple[str, np.ndarray]: ...
+    async def add(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]: ...
+    async def reset(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]: ...
+    async def contents(self) -> tuple[str, list[str], np.ndarray]: ...
+
+
+class LocalShard:
+    """A shard in this process: the core of the shard actor, and the gate's shard in unit tests."""
+
+    def __init__(self, dim: int) -> None:
+        self.index = NoveltyShard(dim)
+        self.keys: list[str] = []
+        self.generation = uuid.uuid4().hex
+
+    async def best(self, vectors: np.ndarray) -> tuple[str, np.ndarray]:
+        return self.generation, self.index.best(vectors)
+
+    async def add(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]:
+        self.index.add(vectors)
+        self.keys.extend(keys)
+        return self.generation, len(self.index)
+
+    async def reset(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]:
+        self.index = NoveltyShard(self.index.dim)
+        self.keys = []
+        return await self.add(vectors, keys)
+
+    async def contents(self) -> tuple[str, list[str], np.ndarray]:
+        return self.generation, list(self.keys), self.index.vectors()
+
+
+@dataclass
+class GateStats:
+    vectors: int
+    shard_sizes: list[int]
+    refills: int
+
+
+class Gate:
+    """Serialised check-and-insert over every shard: the one admission rule the pipeline runs.
+
+    `admit` queries all shards, applies `decide` (which also compares members of the batch), and
+    inserts the accepted vectors into the smallest shard before the next admission starts. The
+    gate keeps a ledger of what each shard holds: a shard that comes back empty after a restart
+    (new generation) is refilled from it, and a gate that restarts rebuilds the ledger from the
+    shards (`adopt`) before its first admission.
     """
 
-    def __init__(self, dim: int, shards: int, threshold: float) -> None:
-        self.shards = [NoveltyShard(dim) for _ in range(shards)]
+    def __init__(self, shards: Sequence[ShardClient], threshold: float, dim: int = 384) -> None:
+        self.shards = list(shards)
         self.threshold = threshold
-        self.seen: set[str] = set()
-        self.rejects: Counter[str] = Counter()
+        self.dim = dim
+        self.ledger = ShardLedger(len(self.shards))
+        self.lock = asyncio.Lock()
+        self.refills = 0
+        self.adopted = False
 
-    def admit(self, keys: Sequence[str], vectors: np.ndarray) -> list[Decision]:
-        index_best = self.best(vectors)
-        decisions = decide(keys, vectors, index_best, self.seen, self.threshold)
-        self.commit(keys, vectors, decisions)
-        return decisions
+    async def _adopt(self) -> None:
+        """Takes over what the shards already hold (nothing on a fresh run); call under the lock."""
+        if self.adopted:
+            return
+        answers = await asyncio.gather(*[s.contents() for s in self.shards])
+        for s, (generation, keys, vectors) in enumerate(answers):
+            self.ledger.record(s, keys, vectors)
+            self.ledger.generations[s] = generation
+        self.adopted = True
 
-    def best(self, vectors: np.ndarray) -> np.ndarray:
+    async def seed(self, keys: list[str], vectors: np.ndarray) -> int:
+        """Loads committed rows (resume) into the shards without checks."""
+        async with self.lock:
+            await self._adopt()
+            for s, part in enumerate(np.array_split(np.arange(len(keys)), len(self.shards))):
+                self.ledger.record(s, [keys[i] for i in part], vectors[part])
+                await self._refill(s)
+        return len(self.ledger.seen)
+
+    async def _refill(self, s: int) -> None:
+        keys, vectors = self.ledger.contents(s, self.dim)
+        self.ledger.generations[s], _ = await self.shards[s].reset(vectors, keys)
+
+    async def _best(self, vectors: np.ndarray) -> np.ndarray:
+        answers = await asyncio.gather(*[s.best(vectors) for s in self.shards])
         best = np.full(len(vectors), -1.0, dtype=np.float32)
-        for shard in self.shards:
-            best = np.maximum(best, shard.best(vectors))
+        for s, (generation, sims) in enumerate(answers):
+            if self.ledger.stale(s, generation):
+                self.refills += 1
+                await self._refill(s)
+                _, sims = await self.shards[s].best(vectors)
+            self.ledger.generations[s] = self.ledger.generations[s] or generation
+            best = np.maximum(best, sims)
         return best
 
-    def commit(self, keys: Sequence[str], vectors: np.ndarray, decisions: list[Decision]) -> None:
-        rows = [i for i, d in enumerate(decisions) if d.accepted]
-        for d in decisions:
-            if not d.accepted and d.reason:
-                self.rejects[d.reason] += 1
-        self.seen.update(keys[i] for i in rows)
-        if rows:
-            target = min(range(len(self.shards)), key=lambda s: len(self.shards[s]))
-            self.shards[target].add(vectors[rows])
+    async def admit(
+        self, keys: Sequence[str], vectors: np.ndarray, groups: Sequence[str | None] | None = None
+    ) -> list[Decision]:
+        async with self.lock:
+            await self._adopt()
+            best = await self._best(vectors)
+            decisions = decide(keys, vectors, best, self.ledger.seen, self.threshold, groups)
+            rows = [i for i, d in enumerate(decisions) if d.accepted]
+            if rows:
+                s = self.ledger.smallest()
+                self.ledger.record(s, [keys[i] for i in rows], vectors[rows])
+                generation, _ = await self.shards[s].add(vectors[rows], [keys[i] for i in rows])
+                if self.ledger.stale(s, generation):
+                    self.refills += 1
+                    await self._refill(s)
+                self.ledger.generations[s] = self.ledger.generations[s] or generation
+        return decisions
 
-    def seed(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Loads already-committed rows (resume) without any checks, spread over the shards."""
-        self.seen.update(keys)
-        for s, part in enumerate(np.array_split(np.arange(len(keys)), len(self.shards))):
-            self.shards[s].add(vectors[part])
+    async def stats(self) -> GateStats:
+        async with self.lock:
+            await self._adopt()  # the driver asks every tick: a restarted gate adopts at once
+        sizes = [self.ledger.size(s) for s in range(len(self.shards))]
+        return GateStats(vectors=sum(sizes), shard_sizes=sizes, refills=self.refills)
+
+
+Encode = Callable[[list[str]], Awaitable[np.ndarray]]
+Admit = Callable[[list[str], np.ndarray, list[str | None]], Awaitable[list[Decision]]]
+
+
+@dataclass
+class NoveltyStats:
+    encode_s: float
+    encoded: int
+
+
+class NoveltyStage(Stage):
+    """Drops exact duplicates it has already seen, embeds the rest, asks the gate to admit them,
+    and routes what it admits: to its category's answer queue (`answer:<category>`) when it still
+    needs an answer, else to the judges (`judge`)."""
+
+    name = "novelty"
+
+    def __init__(self, encode: Encode, admit: Admit, batch_size: int = 256, concurrency: int = 2) -> None:
+        self.encode = encode
+        self.admit = admit
+        self.batch_size = batch_size
+        # Two batches at once: one encodes while the other waits for the gate.
+        self.concurrency = concurrency
+        self.seen: set[str] = set()
+        self.encode_s = 0.0
+        self.encoded = 0
+
+    async def process(self, batch: list[Candidate]) -> Outcome:
+        out = Outcome()
+        fresh = []
+        for cand in batch:
+            if cand.id in self.seen:
+                out.rejected.append((cand, EXACT))
+            else:
+                self.seen.add(cand.id)
+                fresh.append(cand)
+        if not fresh:
+            return out
+        started = time.monotonic()
+        vectors = await self.encode([c.instruction for c in fresh])
+        self.encode_s += time.monotonic() - started
+        self.encoded += len(fresh)
+        decisions = await self.admit([c.id for c in fresh], vectors, [c.meta.get("group") for c in fresh])
+        for cand, vector, decision in zip(fresh, vectors, decisions, strict=True):
+            # Compared with nothing (an empty index, no earlier batch member): no similarity to state.
+            cand.similarity = decision.similarity if decision.similarity > -1.0 else None
+            if not decision.accepted:
+                out.rejected.append((cand, decision.reason or NEAR))
+                continue
+            cand.embedding = vector
+            out.send(f"answer:{cand.category}" if cand.needs_response else "judge", cand)
+        return out
+
+    def detail(self) -> NoveltyStats:
+        return NoveltyStats(encode_s=round(self.encode_s, 3), encoded=self.encoded)
 
 
 class ShardLedger:

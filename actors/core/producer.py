@@ -14,8 +14,10 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from instructflow.actors.core.ledger import Ledger
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate
@@ -32,7 +34,23 @@ log = logging.getLogger(__name__)
 UNREACHABLE_REASONS = frozenset({"connection", "server_error", "timeout", "rate_limited"})
 
 Emit = Callable[[list[Candidate]], Awaitable[Any]]
-Take = Callable[[int, float], Awaitable[list[Candidate]]]
+Take = Callable[[int, float], Awaitable[tuple[list[Candidate], bool]]]  # -> (items, ended)
+Report = Callable[[Ledger], Awaitable[Any]]
+
+
+@dataclass
+class ProducerStats:
+    """One instructor replica's state, as the driver reads it."""
+
+    category: str
+    held: int  # candidates generated and not yet emitted, plus those in answer calls
+    calls_in_flight: int  # generating calls made and not yet answered
+    answering: int  # answer calls in flight
+    quota: int
+    failures: dict[str, int]  # failed teacher calls by reason
+    outcome: str | None  # why the loops ended early ("budget", "fatal: ...")
+    generating: bool
+    teacher: Any = None  # the teacher client's stats
 
 
 class Producer:
@@ -46,6 +64,7 @@ class Producer:
         emit_novelty: Emit,
         take_answers: Take,
         emit_judge: Emit,
+        report: Report,
         concurrency: int,
         on_event: Callable[[str, int, str, str | None], None] | None = None,
         max_failures_in_a_row: int = 0,
@@ -55,6 +74,7 @@ class Producer:
         self.emit_novelty = emit_novelty
         self.take_answers = take_answers
         self.emit_judge = emit_judge
+        self.report = report
         self.concurrency = concurrency
         # (kind, count, stage, reason) -> metrics; a no-op outside Ray
         self.on_event = on_event or (lambda kind, count, stage, reason: None)
@@ -66,12 +86,10 @@ class Producer:
         self.calls_in_flight = 0
         self.stopping = False
         self.generating = True
-        self.answering = True
+        self.answering_open = True  # False once the judge queue refuses answers (drain)
         self.outcome: str | None = None  # "budget" or "fatal: ..." when the loops ended early
-        self.generated = 0
-        self.answered = 0
-        self.held = 0
-        self.dropped: Counter[str] = Counter()  # candidates lost after the novelty stage, by reason
+        self.held = 0  # candidates generated and not yet emitted, plus those in answer calls
+        self.answering = 0
         self.failures: Counter[str] = Counter()  # failed teacher calls by reason
         self.dead_letters: list[dict[str, Any]] = []
 
@@ -86,7 +104,7 @@ class Producer:
     def stop_generating(self) -> None:
         """Drain: no new teacher calls of either kind; calls in flight finish and are passed on."""
         self.generating = False
-        self.answering = False
+        self.answering_open = False
 
     def stop(self) -> None:
         self.stopping = True
@@ -124,12 +142,18 @@ class Producer:
                 self._dead_letter("generate", "unparseable", "the reply held nothing in the expected format", None)
                 self.on_event("reject", 1, "parse", "unparseable")
                 continue
-            self.generated += len(cands)
             self.quota -= len(cands)
+            self.held += len(cands)
             try:
+                delta = Ledger()
+                delta.generate(cands)
+                await self.report(delta)  # counted as generated before they can reach anyone
                 await self.emit_novelty(cands)
-            except QueueClosed:
+            except QueueClosed as exc:
+                await self._drop(cands[exc.delivered :] if exc.rest is None else exc.rest, exc.reason)
                 return
+            finally:
+                self.held -= len(cands)
 
     async def _answer_loop(self) -> None:
         """One taker for the answer queue: it takes as many admitted candidates as there are free
@@ -137,18 +161,19 @@ class Producer:
         two per slot, and a busy one is emptied in batches."""
         tasks: set[asyncio.Task[None]] = set()
         try:
-            while not self.stopping and self.answering:
+            while not self.stopping and self.answering_open:
                 free = self.concurrency - len(tasks)
                 if free <= 0:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                batch = await self.take_answers(free, 0.5)
+                batch, ended = await self.take_answers(free, 0.5)
                 if not batch:
-                    if not self.generating:
+                    if ended or not self.generating:
                         break
                     continue
                 for cand in batch:
                     self.held += 1
+                    self.answering += 1
                     task = asyncio.create_task(self._answer(cand))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -162,16 +187,23 @@ class Producer:
                 answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
             if answered is None:  # failed for good, or cut off by the budget or a fatal error
                 reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
-                self.dropped[reason] += 1
                 self.on_event("reject", 1, "generate", reason)
+                await self._drop([cand], reason)
                 return
-            self.answered += 1
             self.on_event("generated", 1, "generated", None)
-            await self.emit_judge([answered])
-        except QueueClosed:
-            self.answering = False
+            try:
+                await self.emit_judge([answered])
+            except QueueClosed as exc:
+                await self._drop([answered][exc.delivered :], exc.reason)
+                self.answering_open = False
         finally:
             self.held -= 1
+            self.answering -= 1
+
+    async def _drop(self, cands: list[Candidate], reason: str) -> None:
+        delta = Ledger()
+        delta.drop(cands, reason)
+        await self.report(delta)
 
     async def _call(self, call: str, work: Awaitable[Any], cand: Candidate | None = None) -> Any:
         """Awaits one instructor call; failures are counted and dead-lettered, never raised."""
@@ -222,16 +254,14 @@ class Producer:
         taken, self.dead_letters = self.dead_letters, []
         return taken
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "category": self.instructor.category,
-            "generated": self.generated,
-            "answered": self.answered,
-            "held": self.held + self.calls_in_flight * self.batch_size,
-            "calls_in_flight": self.calls_in_flight,
-            "quota": self.quota,
-            "dropped": dict(self.dropped),
-            "failures": dict(self.failures),
-            "outcome": self.outcome,
-            "generating": self.generating,
-        }
+    def stats(self) -> ProducerStats:
+        return ProducerStats(
+            category=self.instructor.category,
+            held=self.held,
+            calls_in_flight=self.calls_in_flight,
+            answering=self.answering,
+            quota=self.quota,
+            failures=dict(self.failures),
+            outcome=self.outcome,
+            generating=self.generating,
+        )

@@ -10,11 +10,45 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 
 class QueueClosed(Exception):
-    """Raised by `put_batch` after `close()`: the stage downstream is shutting down."""
+    """Raised by `put_batch` after `close()` or `retire()`; `reason` says why (the items a put
+    could not deliver are dropped for that reason by the caller)."""
+
+    def __init__(self, reason: str = "shutdown", delivered: int = 0) -> None:
+        super().__init__(reason, delivered)
+        self.reason = reason
+        # Items of the refused put that did go in before the queue closed (a put waits for room
+        # piece by piece): whoever holds the queue's contents now answers for those, the caller
+        # only for the rest.
+        self.delivered = delivered
+        self.rest: list[Any] | None = None  # set by a caller that knows which candidates the rest are
+
+
+def _category(item: Any) -> str:
+    first = item[0] if isinstance(item, tuple) and item else item
+    return getattr(first, "category", "")
+
+
+def _size(item: Any) -> int:
+    return len(item) if isinstance(item, tuple) else 1
+
+
+@dataclass
+class QueueStats:
+    """One queue's state, as the driver and the display read it."""
+
+    name: str
+    depth: int  # items (a group counts once)
+    capacity: int
+    put_total: int
+    get_total: int
+    blocked_put_s: float  # time producers spent waiting for room
+    closed: bool
+    by_category: dict[str, int] = field(default_factory=dict)  # candidates queued (group members each)
 
 
 class BatchQueue:
@@ -23,13 +57,16 @@ class BatchQueue:
     All methods must be called from one event loop (the actor's).
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, name: str = "") -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
+        self.name = name
         self.maxsize = maxsize
         self._items: collections.deque[Any] = collections.deque()
         self._changed = asyncio.Condition()
         self._closed = False
+        self.closed_reason = "shutdown"
+        self.by_category: collections.Counter[str] = collections.Counter()  # candidates queued
         self.put_total = 0
         self.get_total = 0
         self.blocked_put_s = 0.0  # time producers spent waiting for room
@@ -50,7 +87,7 @@ class BatchQueue:
         async with self._changed:
             while put < len(items):
                 if self._closed:
-                    raise QueueClosed()
+                    raise QueueClosed(self.closed_reason, put)
                 room = self.maxsize - len(self._items)
                 if room <= 0:
                     started = time.monotonic()
@@ -66,6 +103,8 @@ class BatchQueue:
                     continue
                 chunk = items[put : put + room]
                 self._items.extend(chunk)
+                for item in chunk:
+                    self.by_category[_category(item)] += _size(item)
                 put += len(chunk)
                 self.put_total += len(chunk)
                 self._changed.notify_all()
@@ -88,22 +127,50 @@ class BatchQueue:
                     return []
             count = min(max_items, len(self._items))
             batch = [self._items.popleft() for _ in range(count)]
+            for item in batch:
+                self.by_category[_category(item)] -= _size(item)
             self.get_total += count
             self._changed.notify_all()
             return batch
 
-    async def close(self) -> None:
-        """Refuses further puts; consumers still get what is queued, then []."""
+    async def take(self, max_items: int, timeout: float | None = None) -> tuple[list[Any], bool]:
+        """`get_batch`, plus whether the stream has ended (closed and empty): a consumer needs no
+        second round trip to tell a quiet queue from a finished one."""
+        batch = await self.get_batch(max_items, timeout)
+        return batch, not batch and self._closed and not self._items
+
+    async def close(self, reason: str = "shutdown") -> None:
+        """Refuses further puts (they raise `QueueClosed(reason)`); consumers still get what is
+        queued, then []."""
         async with self._changed:
+            if not self._closed:
+                self.closed_reason = reason
             self._closed = True
             self._changed.notify_all()
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "depth": len(self._items),
-            "capacity": self.maxsize,
-            "put_total": self.put_total,
-            "get_total": self.get_total,
-            "blocked_put_s": round(self.blocked_put_s, 3),
-            "closed": self._closed,
-        }
+    async def retire(self, reason: str) -> dict[str, int]:
+        """Closes the queue for good and discards what it holds (nobody will consume it, e.g. the
+        answer queue of a category whose target is met); later puts raise `QueueClosed(reason)`.
+        Returns the discarded candidates per category, for the caller to record as dropped."""
+        async with self._changed:
+            self._closed = True
+            self.closed_reason = reason
+            gone: collections.Counter[str] = collections.Counter()
+            while self._items:
+                item = self._items.popleft()
+                gone[_category(item)] += _size(item)
+            self.by_category.clear()
+            self._changed.notify_all()
+            return dict(gone)
+
+    def stats(self) -> QueueStats:
+        return QueueStats(
+            name=self.name,
+            depth=len(self._items),
+            capacity=self.maxsize,
+            put_total=self.put_total,
+            get_total=self.get_total,
+            blocked_put_s=round(self.blocked_put_s, 3),
+            closed=self._closed,
+            by_category={k: v for k, v in self.by_category.items() if v > 0},
+        )

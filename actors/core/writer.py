@@ -108,7 +108,7 @@ class PartWriter:
             raise RuntimeError("the writer is closed")
         result = Counter({"accepted": 0, "duplicate_id": 0, "over_target": 0, "unknown_category": 0})
         for candidate in candidates:
-            reason = self._skip_reason(candidate)
+            reason = self.skip_reason(candidate)
             result[reason or "accepted"] += 1
             if reason:
                 self._skipped[reason] += 1
@@ -122,18 +122,23 @@ class PartWriter:
         self.maybe_flush()
         return dict(result)
 
-    def _skip_reason(self, candidate: Candidate) -> str | None:
+    def skip_reason(
+        self, candidate: Candidate, ahead_ids: set[str] | None = None, ahead: Counter[str] | None = None
+    ) -> str | None:
+        """Why `add` would skip this row (None: it would be taken). `ahead_ids` and `ahead` are rows
+        about to be added before it (their ids and counts per category)."""
         if candidate.response is None:
             raise ValueError(f"candidate {candidate.id} reached the writer without a response")
         row_id = candidate.id
-        if row_id in self._committed_ids or row_id in self._pending_ids:
+        if row_id in self._committed_ids or row_id in self._pending_ids or row_id in (ahead_ids or ()):
             return "duplicate_id"
         if self.targets is None:
             return None
         if candidate.category not in self.targets:
             return "unknown_category"
-        have = self._committed_counts[candidate.category] + self._pending_counts[candidate.category]
-        return "over_target" if have >= self.targets[candidate.category] else None
+        cat = candidate.category
+        have = self._committed_counts[cat] + self._pending_counts[cat] + (ahead or Counter())[cat]
+        return "over_target" if have >= self.targets[cat] else None
 
     def _interval_passed(self) -> bool:
         return self._oldest_pending is not None and time.monotonic() - self._oldest_pending >= self.flush_interval_s

@@ -1,7 +1,17 @@
+import asyncio
+
 import numpy as np
 import pytest
 
-from instructflow.actors.core.novelty import EXACT, NEAR, NoveltyIndex, NoveltyShard, decide
+from instructflow.actors.core.novelty import (
+    EXACT,
+    NEAR,
+    Gate,
+    LocalShard,
+    NoveltyShard,
+    NoveltyStage,
+    decide,
+)
 
 
 def unit(*rows):
@@ -47,33 +57,92 @@ def test_decide_ignores_rejected_batch_members_as_neighbours():
     assert [d.accepted for d in out] == [True, False, True]
 
 
-def test_index_never_admits_two_near_duplicates_across_batches_and_shards():
+def gate(dim, shards, threshold):
+    return Gate([LocalShard(dim) for _ in range(shards)], threshold, dim)
+
+
+def test_gate_never_admits_two_near_duplicates_across_batches_and_shards():
     rng = np.random.default_rng(0)
-    index = NoveltyIndex(dim=16, shards=3, threshold=0.95)
+    g = gate(dim=16, shards=3, threshold=0.95)
     base = rng.normal(size=(50, 16)).astype(np.float32)
     noisy = base + rng.normal(scale=0.01, size=base.shape).astype(np.float32)
     vecs = np.concatenate([base, noisy])
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     keys = [f"k{i}" for i in range(100)]
-    accepted = []
-    for start in range(0, 100, 7):
-        decisions = index.admit(keys[start : start + 7], vecs[start : start + 7])
-        accepted += [start + i for i, d in enumerate(decisions) if d.accepted]
+    accepted, reasons = [], []
+
+    async def main():
+        for start in range(0, 100, 7):
+            decisions = await g.admit(keys[start : start + 7], vecs[start : start + 7])
+            accepted.extend(start + i for i, d in enumerate(decisions) if d.accepted)
+            reasons.extend(d.reason for d in decisions if not d.accepted)
+        return await g.stats()
+
+    stats = asyncio.run(main())
     kept = vecs[accepted]
     sims = kept @ kept.T
     np.fill_diagonal(sims, -1)
     assert sims.max() < 0.95
     assert len(accepted) == 50
-    assert sum(len(s) for s in index.shards) == 50
-    assert max(len(s) for s in index.shards) - min(len(s) for s in index.shards) <= 7
-    assert index.rejects[NEAR] == 50
+    assert stats.vectors == 50 and sum(len(s.index) for s in g.shards) == 50
+    assert max(stats.shard_sizes) - min(stats.shard_sizes) <= 7
+    assert reasons == [NEAR] * 50
 
 
 def test_seed_loads_committed_rows_without_checks():
-    index = NoveltyIndex(dim=2, shards=2, threshold=0.9)
-    index.seed(["a", "b", "c"], unit([1, 0], [0, 1], [1, 1]))
-    out = index.admit(["a", "d"], unit([0.5, 0.5], [1, 0.02]))
-    assert [d.reason for d in out] == [EXACT, NEAR]
+    g = gate(dim=2, shards=2, threshold=0.9)
+
+    async def main():
+        await g.seed(["a", "b", "c"], unit([1, 0], [0, 1], [1, 1]))
+        return await g.admit(["a", "d"], unit([0.5, 0.5], [1, 0.02]))
+
+    assert [d.reason for d in asyncio.run(main())] == [EXACT, NEAR]
+
+
+def test_gate_refills_a_shard_that_restarted_empty_and_a_new_gate_adopts_the_shards():
+    shards = [LocalShard(2), LocalShard(2)]
+    g = Gate(shards, 0.9, 2)
+
+    async def main():
+        await g.admit(["a", "b"], unit([1, 0], [0, 1]))
+        shards[0].__init__(2)  # the shard actor restarted: empty, new generation
+        first = await g.admit(["c"], unit([1, 0.01]))
+        fresh_gate = Gate(shards, 0.9, 2)  # the gate actor restarted: it adopts the shards' contents
+        second = await fresh_gate.admit(["d", "b"], unit([0.01, 1], [1, 1]))
+        return first, second, g.refills
+
+    first, second, refills = asyncio.run(main())
+    assert first[0].reason == NEAR and refills == 1
+    assert [d.reason for d in second] == [NEAR, EXACT]
+
+
+def test_novelty_stage_routes_admitted_candidates_and_rejects_duplicates():
+    from instructflow.instructors.record import Candidate
+
+    vectors = {"alpha": [1, 0], "beta": [0, 1], "alpha again": [1, 0.01], "gamma": [0.7, -0.7]}
+
+    async def encode(texts):
+        return unit(*[vectors[t] for t in texts])
+
+    g = gate(dim=2, shards=1, threshold=0.9)
+    stage = NoveltyStage(encode, g.admit, batch_size=8)
+    a = Candidate("general", "alpha")
+    b = Candidate("trivia", "beta", response="B")
+    a2 = Candidate("general", "alpha again")
+    dup = Candidate("general", "alpha")
+    c = Candidate("general", "gamma")
+
+    async def main():
+        first = await stage.process([a, b])
+        second = await stage.process([a2, dup, c])
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first.outputs == {"answer:general": [a], "judge": [b]}
+    assert a.similarity is None and a.embedding is not None  # compared with nothing: no similarity
+    assert second.outputs == {"answer:general": [c]}
+    assert [(x, r) for x, r in second.rejected] == [(dup, EXACT), (a2, NEAR)]
+    assert stage.detail().encoded == 4  # the exact duplicate was never encoded
 
 
 def test_ledger_tracks_contents_and_detects_a_restarted_shard():
@@ -98,14 +167,15 @@ def test_members_of_a_group_are_not_compared_with_each_other():
 
 
 def test_pack_keeps_a_group_in_one_queue_item_in_order():
-    from instructflow.actors.novelty import pack, unpack
+    from instructflow.actors.core.ledger import members
+    from instructflow.actors.novelty import pack
     from instructflow.instructors.record import Candidate
 
     a, b, c = (Candidate("x", f"instruction {i}") for i in range(3))
     a.meta["group"] = c.meta["group"] = "g"
     items = pack([a, b, c])
     assert items == [(a, c), b]
-    assert unpack(items) == [a, c, b]
+    assert members(items) == [a, c, b]
 
 
 def _decide_by_the_definition(keys, vectors, index_best, seen, threshold, groups):

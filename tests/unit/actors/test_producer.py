@@ -4,8 +4,9 @@
 import asyncio
 from pathlib import Path
 
+from instructflow.actors.core.ledger import Accounts
 from instructflow.actors.core.producer import Producer
-from instructflow.actors.core.queue import BatchQueue
+from instructflow.actors.core.queue import BatchQueue, QueueClosed
 from instructflow.instructors.registry import get_instructor
 from instructflow.instructors.teacher.api import (
     BudgetExhausted,
@@ -42,11 +43,17 @@ def make(teacher, quota, concurrency=2):
     general = get_instructor("general")
     instr = general(general.Params(count=10, batch_size=5), topics=["ships"])
     novelty, answers, judged = BatchQueue(1000), BatchQueue(1000), BatchQueue(1000)
+    books = Accounts()
+
+    async def report(delta):
+        books.record(delta)
+
     producer = Producer(
         instr, teacher,
-        emit_novelty=novelty.put_batch, take_answers=answers.get_batch, emit_judge=judged.put_batch,
-        concurrency=concurrency,
+        emit_novelty=novelty.put_batch, take_answers=answers.take, emit_judge=judged.put_batch,
+        report=report, concurrency=concurrency,
     )
+    producer.books = books  # the run's books, as the ledger actor would keep them
     producer.set_quota(quota)
     return producer, novelty, answers, judged
 
@@ -65,7 +72,7 @@ def test_generation_stops_at_quota_and_resumes_when_raised():
         second = teacher.calls["generate"]
         producer.stop()
         await task
-        return first, second, producer.generated, len(novelty)
+        return first, second, producer.books.total.generated["general"], len(novelty)
 
     first, second, generated, queued = asyncio.run(main())
     assert first == 3  # 12 candidates need ceil(12/5) calls; no more are started
@@ -80,7 +87,7 @@ def test_admitted_candidates_are_answered_and_forwarded():
         task = asyncio.create_task(producer.run())
         cands = await novelty.get_batch(5, 2)
         await answers.put_batch(cands)
-        while producer.answered + sum(producer.dropped.values()) < 5:
+        while len(judged) + sum(producer.books.total.dropped.values()) < 5:
             await asyncio.sleep(0.01)
         producer.stop()
         await task
@@ -88,7 +95,7 @@ def test_admitted_candidates_are_answered_and_forwarded():
 
     producer, out = asyncio.run(main())
     assert len(out) == 4 and all(c.response == "A detailed answer." for c in out)
-    assert producer.dropped["no_response"] == 1
+    assert producer.books.total.dropped == {("general", "no_response"): 1}
     assert producer.failures["server_error"] == 1
     letters = producer.take_dead_letters()
     assert letters[0]["reason"] == "server_error" and letters[0]["call"] == "respond"
@@ -170,7 +177,7 @@ def test_one_taker_serves_the_answer_queue_in_batches():
 
         async def counting_take(max_items, timeout):
             takes.append(max_items)
-            return await answers.get_batch(max_items, timeout)
+            return await answers.take(max_items, timeout)
 
         producer.take_answers = counting_take
         task = asyncio.create_task(producer.run())
@@ -179,15 +186,48 @@ def test_one_taker_serves_the_answer_queue_in_batches():
         general = get_instructor("general")(get_instructor("general").Params(count=1), topics=["x"])
         await answers.put_batch([general.candidate(f"Explain topic number {i} in depth.") for i in range(100)])
         for _ in range(500):
-            if producer.answered >= 100:
+            if len(judged) >= 100:
                 break
             await asyncio.sleep(0.01)
         busy_takes = len(takes) - idle_takes
         producer.stop_generating()
         await asyncio.wait_for(task, 5)
-        return idle_takes, busy_takes, producer.answered, takes
+        return idle_takes, busy_takes, len(judged), takes
 
     idle_takes, busy_takes, answered, takes = asyncio.run(main())
     assert idle_takes <= 4, idle_takes
     assert answered == 100
     assert busy_takes <= 10 and max(takes) == 64, takes
+
+
+def test_candidates_a_closed_queue_refuses_are_dropped_with_its_reason():
+    """Generated candidates are in the books before they are emitted; a refused emit drops them."""
+
+    async def main():
+        producer, novelty, answers, judged = make(ScriptedTeacher(), quota=5, concurrency=1)
+        await novelty.close("shutdown")
+        task = asyncio.create_task(producer.run())
+        for _ in range(500):
+            if producer.books.total.dropped:
+                break
+            await asyncio.sleep(0.01)
+        producer.stop()
+        await asyncio.wait_for(task, 5)
+        return producer.books.total
+
+    books = asyncio.run(main())
+    assert books.generated["general"] == 5
+    assert books.dropped == {("general", "shutdown"): 5}
+
+
+def test_a_retired_answer_queue_ends_the_answer_loop():
+    async def main():
+        producer, novelty, answers, judged = make(ScriptedTeacher(), quota=0)
+        task = asyncio.create_task(producer._answer_loop())
+        await answers.retire("target_met")
+        await asyncio.wait_for(task, 5)
+        return producer.stats()
+
+    stats = asyncio.run(main())
+    assert stats.held == 0 and stats.answering == 0
+    assert QueueClosed("x").reason == "x"

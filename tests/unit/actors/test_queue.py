@@ -77,3 +77,40 @@ def test_close_wakes_blocked_producer():
 def test_rejects_zero_capacity():
     with pytest.raises(ValueError):
         BatchQueue(0)
+
+
+def test_a_put_waiting_for_room_when_the_queue_retires_says_how_much_went_in():
+    async def main():
+        q = BatchQueue(2)
+        blocked = asyncio.create_task(q.put_batch([1, 2, 3, 4, 5]))
+        await asyncio.sleep(0)
+        gone = await q.retire("target_met")
+        with pytest.raises(QueueClosed) as info:
+            await blocked
+        return gone, info.value
+
+    gone, exc = run(main())
+    assert gone == {"": 2}  # the retire discarded (and answers for) the two that went in
+    assert exc.reason == "target_met" and exc.delivered == 2
+
+
+def test_a_coalesced_send_to_a_closed_queue_tells_each_caller_its_own_share():
+    from instructflow.actors.core.coalesce import Coalescer
+
+    async def main():
+        q = BatchQueue(3)
+        send = Coalescer(lambda items: q.put_batch(items))
+        first = asyncio.create_task(send.submit([1, 2]))
+        second = asyncio.create_task(send.submit([3, 4]))
+        third = asyncio.create_task(send.submit([5]))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await q.close("shutdown")
+        results = await asyncio.gather(first, second, third, return_exceptions=True)
+        return results
+
+    first, second, third = run(main())
+    # The three were combined into one send of [1..5]; three went in before the close.
+    assert isinstance(first, QueueClosed) and first.delivered == 2  # all of its own
+    assert isinstance(second, QueueClosed) and second.delivered == 1
+    assert isinstance(third, QueueClosed) and third.delivered == 0

@@ -1,0 +1,123 @@
+"""Where every generated candidate ended: the run's books, kept exactly across actor restarts.
+
+A candidate is *generated* when an instructor parses it out of a teacher reply. From then on it is
+in flight until it reaches exactly one terminal state:
+
+- **accepted**: the writer took it (it will be committed);
+- **rejected** (by reason): a stage judged it and said no (near duplicate, refusal, low score, ...);
+- **dropped** (by reason): it was never judged because it was not needed or could not be finished
+  (its category's target was met, the run shut down, its answer call failed for good, ...);
+- **lost**: an actor or queue holding it died. Nobody reports these; they are what remains of
+  `generated` once everything else is counted and nothing is left in flight.
+
+Every stage records what it decided in the run's `Accounts` *before* it passes anything on (see
+`core.stage.StageLoop`), so a stage that dies after recording has its decisions counted, and one
+that dies before recording leaves its whole batch to be counted as lost: never both, never neither.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from instructflow.instructors.record import Candidate
+
+# Reasons used by more than one stage.
+SHUTDOWN = "shutdown"  # the run stopped (drain) before the candidate could finish
+TARGET_MET = "target_met"  # its category had all the rows it needed
+GIVEN_UP = "given_up"  # its category was stopped as stalled or saturated
+
+
+def members(items: Iterable[Candidate | tuple[Candidate, ...]]) -> list[Candidate]:
+    """The candidates in a list of queue items (a group travels as one tuple item)."""
+    return [c for item in items for c in (item if isinstance(item, tuple) else (item,))]
+
+
+@dataclass
+class Ledger:
+    """Counts per category (and reason): a delta one stage reports, or the sum of all of them."""
+
+    generated: Counter[str] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, "stage:reason")
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, reason)
+    passed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, category): not terminal
+
+    def add(self, other: Ledger) -> None:
+        for name in ("generated", "accepted", "rejected", "dropped", "passed"):
+            getattr(self, name).update(getattr(other, name))
+
+    def __bool__(self) -> bool:
+        return any((self.generated, self.accepted, self.rejected, self.dropped, self.passed))
+
+    def take(self) -> Ledger:
+        """This ledger's counts, leaving it empty (a stage reports its deltas this way)."""
+        taken = Ledger(self.generated, self.accepted, self.rejected, self.dropped, self.passed)
+        self.generated, self.accepted, self.rejected, self.dropped, self.passed = (
+            Counter(), Counter(), Counter(), Counter(), Counter()
+        )
+        return taken
+
+    # ------------------------------------------------------------------ recording
+    def generate(self, cands: Iterable[Candidate]) -> None:
+        self.generated.update(c.category for c in cands)
+
+    def accept(self, cands: Iterable[Candidate]) -> None:
+        self.accepted.update(c.category for c in cands)
+
+    def reject(self, cands: Iterable[Candidate], stage: str, reason: str) -> None:
+        self.rejected.update((c.category, f"{stage}:{reason}") for c in cands)
+
+    def drop(self, cands: Iterable[Candidate], reason: str) -> None:
+        self.dropped.update((c.category, reason) for c in cands)
+
+    def pass_on(self, cands: Iterable[Candidate], stage: str) -> None:
+        self.passed.update((stage, c.category) for c in cands)
+
+    # ------------------------------------------------------------------ reading
+    def categories(self) -> set[str]:
+        cats = set(self.generated) | set(self.accepted)
+        return cats | {c for c, _ in self.rejected} | {c for c, _ in self.dropped}
+
+    def terminal(self, category: str) -> int:
+        """Candidates of `category` accepted, rejected or dropped."""
+        return (
+            self.accepted[category]
+            + sum(n for (c, _), n in self.rejected.items() if c == category)
+            + sum(n for (c, _), n in self.dropped.items() if c == category)
+        )
+
+    def rejected_in(self, category: str, stage: str | None = None) -> int:
+        prefix = f"{stage}:" if stage else ""
+        return sum(n for (c, r), n in self.rejected.items() if c == category and r.startswith(prefix))
+
+    def by_reason(self) -> Counter[str]:
+        """Rejects (``stage:reason``) and drops (``dropped:reason``) over all categories."""
+        out: Counter[str] = Counter()
+        for (_, reason), n in self.rejected.items():
+            out[reason] += n
+        for (_, reason), n in self.dropped.items():
+            out[f"dropped:{reason}"] += n
+        return out
+
+
+class Accounts:
+    """The run's books: the sum of every delta any stage reported. Ray-free core of `LedgerActor`.
+
+    Deltas carry the reporter's name only for the display; the books are one sum, so a stage that
+    restarts simply goes on reporting (its earlier deltas stay counted).
+    """
+
+    def __init__(self) -> None:
+        self.total = Ledger()
+        self.reports = 0
+
+    def record(self, delta: Ledger) -> None:
+        self.total.add(delta)
+        self.reports += 1
+
+    def snapshot(self) -> Ledger:
+        snap = Ledger()
+        snap.add(self.total)
+        return snap
