@@ -146,12 +146,15 @@ def run_pipeline(base_url: str, args: argparse.Namespace, out: Path) -> dict:
 
 def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespace) -> float:
     """Candidates/s through queue -> novelty workers -> gate -> shards -> judge queue."""
+    import functools
+
     import ray
     import yaml
 
     import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
-    from instructflow.actors.novelty import GateActor, NoveltyWorker, ShardActor
+    from instructflow.actors.novelty import GateActor, ShardActor, novelty_stage
     from instructflow.actors.queue import QueueActor
+    from instructflow.actors.stage import LedgerActor, StageActor
     from instructflow.config import parse_config
 
     config = parse_config(yaml.safe_dump({
@@ -159,13 +162,17 @@ def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespa
                     "encode_batch_size": args.encode_batch_size, "precision": args.precision},
         "writer": {"keep_rejects": False}, "categories": {"trivia": {"count": 1}},
     }))
-    queues = {"novelty": QueueActor.remote("novelty", len(cands) + 1),
-              "judge": QueueActor.remote("judge", len(cands) + 1),
-              "answer:trivia": QueueActor.remote("answer:trivia", len(cands) + 1)}
+    names = {"input": "bench/queue:novelty", "judge": "bench/queue:judge",
+             "answer:trivia": "bench/queue:answer:trivia", "ledger": "bench/ledger"}
+    queues = {"novelty": QueueActor.options(name=names["input"]).remote("novelty", len(cands) + 1),
+              "judge": QueueActor.options(name=names["judge"]).remote("judge", len(cands) + 1),
+              "answer:trivia": QueueActor.options(name=names["answer:trivia"]).remote("answer:trivia", len(cands) + 1)}
+    books = LedgerActor.options(name=names["ledger"]).remote()
     shards = [ShardActor.options(name=f"bench/shard:{i}").remote(i, 384) for i in range(2)]
     ray.get([s.contents.remote() for s in shards])  # started (and kept alive by these handles)
-    gate = GateActor.remote([f"bench/shard:{i}" for i in range(2)], 0.9)
-    pool = [NoveltyWorker.options(num_cpus=threads).remote(config, queues, gate, None) for _ in range(workers)]
+    gate = GateActor.options(name="bench/gate").remote([f"bench/shard:{i}" for i in range(2)], 0.9)
+    recipe = functools.partial(novelty_stage, config, "bench/gate")
+    pool = [StageActor.options(num_cpus=threads).remote(f"novelty:{i}", recipe, names) for i in range(workers)]
     ray.get([w.stats.remote() for w in pool])  # models loaded
     # The stage's work starts with the candidates in its queue (the raw encoder's texts are in
     # memory before its clock starts too); the put itself is the producers' work.
@@ -174,10 +181,10 @@ def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespa
     started = time.perf_counter()
     ray.get([w.run.remote() for w in pool])  # (no polling while timed: it would take CPU from them)
     elapsed = time.perf_counter() - started
-    stats = ray.get([w.stats.remote() for w in pool])
-    passed_on = sum(s["taken"] - s["held"] for s in stats)
-    assert passed_on == len(cands), f"{passed_on} of {len(cands)} candidates were admitted or rejected"
-    for actor in [*pool, gate, *shards, *queues.values()]:
+    total = ray.get(books.snapshot.remote())
+    decided = sum(total.passed.values()) + sum(total.rejected.values())
+    assert decided == len(cands), f"{decided} of {len(cands)} candidates were admitted or rejected"
+    for actor in [*pool, gate, books, *shards, *queues.values()]:
         ray.kill(actor)
     return len(cands) / elapsed
 

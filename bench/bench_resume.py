@@ -40,10 +40,13 @@ def commit_rows(root: str, rows: int, dim: int, rows_per_part: int) -> float:
 
 def resume(root: str, shards: int, dim: int) -> dict[str, Any]:
     """Times the resume path on the actors; returns the phases in seconds and what was loaded."""
+    import functools
+
     import ray
 
     from instructflow.actors.novelty import GateActor, ShardActor
-    from instructflow.actors.writer import WriterActor
+    from instructflow.actors.stage import StageActor
+    from instructflow.actors.writer import writer_stage
 
     timings: dict[str, Any] = {}
     started = time.perf_counter()
@@ -54,12 +57,12 @@ def resume(root: str, shards: int, dim: int) -> dict[str, Any]:
     timings["start_gate_and_shards_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    writer = WriterActor.remote(root, rows_per_part=1000)
-    stats = ray.get(writer.stats.remote())  # returns once the constructor (recovery) has run
+    writer = StageActor.remote("writer:0", functools.partial(writer_stage, root, rows_per_part=1000), {})
+    stats = ray.get(writer.stats.remote()).detail  # returns once the constructor (recovery) has run
     timings["writer_open_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    ids, vectors = ray.get(writer.committed_vectors.remote())
+    ids, vectors = ray.get(writer.call.remote("committed_vectors"))
     timings["committed_vectors_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -72,7 +75,7 @@ def resume(root: str, shards: int, dim: int) -> dict[str, Any]:
     timings["first_admission_s"] = time.perf_counter() - started  # a full-index query after seeding
 
     timings["resume_total_s"] = timings["writer_open_s"] + timings["committed_vectors_s"] + timings["seed_gate_and_shards_s"]
-    timings.update(committed_rows=stats["committed_rows"], parts=stats["parts"], vectors=list(vectors.shape), seeded=seeded)
+    timings.update(committed_rows=sum(stats.committed.values()), parts=stats.parts, vectors=list(vectors.shape), seeded=seeded)
     for handle in [writer, gate, *shard_handles]:
         ray.kill(handle, no_restart=True)
     return timings

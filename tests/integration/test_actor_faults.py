@@ -90,12 +90,12 @@ class Killer(threading.Thread):
 
 KILLS = [
     ("instructor:general:0+instructor:trivia:0", "ray.kill", "every instructor replica killed (ray.kill) mid-run"),
-    ("embedder:0", "ray.kill", "the embedding worker killed (ray.kill) mid-run"),
+    ("novelty:0", "ray.kill", "the embedding replica killed (ray.kill) mid-run"),
     ("shard:0", "ray.kill", "a novelty shard killed (ray.kill); restarts empty"),
     ("gate", "sigkill", "the novelty gate's process SIGKILLed; its ledger is lost"),
     ("judge:0", "ray.kill", "the judge killed (ray.kill) mid-run"),
-    ("writer", "ray.kill", "the writer killed (ray.kill); pending rows lost"),
-    ("writer", "sigkill", "the writer's process SIGKILLed mid-run"),
+    ("writer:0", "ray.kill", "the writer killed (ray.kill); pending rows lost"),
+    ("writer:0", "sigkill", "the writer's process SIGKILLed mid-run"),
     ("queue:novelty", "ray.kill", "the novelty queue killed (ray.kill); restarts empty"),
     ("queue:answer:general", "ray.kill", "an answer queue killed (ray.kill); restarts empty"),
     ("teacher-limiter", "ray.kill", "the run's teacher rate limiter killed (ray.kill); its window is lost"),
@@ -174,7 +174,7 @@ def test_gate_then_shard_death_keeps_every_admitted_vector(ray_local):
         before = actor_pid(gate, timeout=60)
         os.kill(before, signal.SIGKILL)
         wait_for(lambda: actor_pid(gate, timeout=RESTART_S) != before, RESTART_S, "the gate did not come back")
-        assert ray.get(gate.stats.remote(), timeout=60)["vectors"] == 4  # adopted from the shards
+        assert ray.get(gate.stats.remote(), timeout=60).vectors == 4  # adopted from the shards
         held = max(range(2), key=lambda s: len(ray.get(shards[s].contents.remote())[1]))
         shard_pid = actor_pid(shards[held], timeout=60)
         ray.kill(shards[held], no_restart=False)
@@ -182,7 +182,7 @@ def test_gate_then_shard_death_keeps_every_admitted_vector(ray_local):
         near = unit_rows(np.eye(4) + 0.05)
         decisions = ray.get(gate.admit.remote(list("efgh"), near), timeout=60)
         assert [d.reason for d in decisions] == ["near_duplicate"] * 4, decisions
-        assert ray.get(gate.stats.remote(), timeout=60)["refills"] >= 1
+        assert ray.get(gate.stats.remote(), timeout=60).refills >= 1
     finally:
         for handle in [gate, *shards]:
             ray.kill(handle, no_restart=True)
