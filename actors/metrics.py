@@ -140,19 +140,6 @@ def get_spec(metric: str) -> MetricSpec:
         raise KeyError(f"unknown metric {metric!r}; known: {known}") from None
 
 
-def status_class(status: int | None, *, timed_out: bool = False) -> str:
-    """Maps an HTTP status (None when no response arrived) to the `status_class` label."""
-    if timed_out:
-        return "timeout"
-    if status is None:
-        return "connection"
-    if status == 429:
-        return "429"
-    if 200 <= status < 300 or 400 <= status < 600:
-        return f"{status // 100}xx"
-    return "error"
-
-
 def _check_labels(spec: MetricSpec, labels: dict[str, Any]) -> dict[str, str]:
     if set(labels) != set(spec.labels):
         missing = sorted(set(spec.labels) - set(labels))

@@ -3,9 +3,7 @@ what they can recognise, possibly nothing."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 _NUMBERED = re.compile(r"^\s*(?:\d{1,3}[.):]|[-*•]|TASK\s*\d{1,3}\s*[.:)]?)\s+(.*\S)\s*$", re.IGNORECASE)
 _FENCE = re.compile(r"^```[\w+-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
@@ -42,23 +40,3 @@ def strip_fences(text: str) -> str:
     """Removes one surrounding Markdown code fence, if the whole text is fenced."""
     match = _FENCE.match(text.strip())
     return match.group(1) if match else text.strip()
-
-
-def extract_json(text: str) -> Any | None:
-    """The first JSON object or array in the text (fenced or bare), or None."""
-    text = strip_fences(text)
-    decoder = json.JSONDecoder()
-    for index, char in enumerate(text):
-        if char in "[{":
-            try:
-                value, _ = decoder.raw_decode(text, index)
-                return value
-            except json.JSONDecodeError:
-                continue
-    return None
-
-
-def between(text: str, start: str, end: str) -> list[str]:
-    """Every stripped span between `start` and `end` markers."""
-    pattern = re.compile(rf"{re.escape(start)}\s*(.*?)\s*{re.escape(end)}", re.DOTALL)
-    return [m.group(1).strip() for m in pattern.finditer(text)]

@@ -218,11 +218,6 @@ class PartWriter:
         """The manifest's entries, in commit order."""
         return list(self.committer.entries)
 
-    @property
-    def run_ids(self) -> set[str]:
-        """Run ids recorded in the manifest (more than one: the output was resumed by another run)."""
-        return {e.run_id for e in self.committer.entries}
-
     def accepted(self) -> dict[str, int]:
         """Committed plus pending rows per category (what will exist after the next flush)."""
         counts = self.counts()

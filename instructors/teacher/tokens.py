@@ -104,10 +104,3 @@ class UsageLedger:
             "by_model": {k: dict(v) for k, v in self.by_model.items()},
             "by_category": {k: dict(v) for k, v in self.by_category.items()},
         }
-
-    def merge(self, snapshot: dict[str, Any]) -> None:
-        """Adds another ledger's `snapshot()` (e.g. from another actor) into this one."""
-        for part, mine in (("by_model", self.by_model), ("by_category", self.by_category)):
-            for key, row in snapshot.get(part, {}).items():
-                for field, value in row.items():
-                    mine[key][field] += int(value)

@@ -104,14 +104,6 @@ def test_empty_label_value_is_allowed() -> None:
     assert metrics.snapshot()["requests"]
 
 
-@pytest.mark.parametrize("status, timed_out, expected", [
-    (200, False, "2xx"), (204, False, "2xx"), (429, False, "429"), (503, False, "5xx"), (404, False, "4xx"),
-    (302, False, "error"), (None, False, "connection"), (None, True, "timeout"), (200, True, "timeout"),
-])
-def test_status_class(status: int | None, timed_out: bool, expected: str) -> None:
-    assert metrics.status_class(status, timed_out=timed_out) == expected
-
-
 def test_import_needs_neither_ray_nor_prometheus_client() -> None:
     code = "import sys, instructflow.actors.metrics; print('ray' in sys.modules, 'prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

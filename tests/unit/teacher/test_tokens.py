@@ -36,11 +36,3 @@ def test_ledger_counts_per_model_and_category() -> None:
     assert snap["estimated_replies"] == 1
     assert snap["by_model"]["a"] == {"prompt_tokens": 11, "completion_tokens": 7, "replies": 2, "estimated_replies": 1}
     assert snap["by_category"]["trivia"]["replies"] == 2
-
-
-def test_ledgers_merge() -> None:
-    one, two = UsageLedger(), UsageLedger()
-    one.add(model="a", category="c", prompt_tokens=1, completion_tokens=1)
-    two.add(model="a", category="c", prompt_tokens=2, completion_tokens=3, estimated=True)
-    one.merge(two.snapshot())
-    assert one.snapshot()["by_category"]["c"] == {"prompt_tokens": 3, "completion_tokens": 4, "replies": 2, "estimated_replies": 1}
