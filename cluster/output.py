@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pyarrow import fs
 
+from instructflow.actors.core.storage import open_store
 from instructflow.config import Config, ConfigError
 
 
@@ -30,17 +31,6 @@ def resolve(location: str) -> tuple[fs.FileSystem, str, str]:
         raise ConfigError(f"run.output_dir: cannot use {location!r}: {exc}") from None
     uri = location if "://" in location else path
     return filesystem, path, uri
-
-
-def _write_atomic(filesystem: fs.FileSystem, path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with filesystem.open_output_stream(tmp) as stream:
-            stream.write(data)
-        filesystem.move(tmp, path)
-    except OSError:
-        _remove_quietly(filesystem, tmp)  # a full disk must not leave half-written files behind
-        raise
 
 
 def _remove_quietly(filesystem: fs.FileSystem, path: str) -> None:
@@ -88,9 +78,10 @@ class OutputDir:
             "history": history,
         }
         effective = yaml.safe_dump(config.effective(), sort_keys=False).encode()
+        store = open_store(path, filesystem)
         try:  # the probe fit, but these may not (a nearly full disk)
-            _write_atomic(filesystem, f"{path}/run.json", json.dumps(record, indent=2).encode())
-            _write_atomic(filesystem, f"{path}/config.effective.yaml", effective)
+            store.write_atomic("run.json", json.dumps(record, indent=2).encode())
+            store.write_atomic("config.effective.yaml", effective)
         except OSError as exc:
             raise ConfigError(f"run.output_dir: {uri} is not writable: {exc}") from None
         return cls(filesystem, path, uri, config.run_id, resumed)

@@ -129,7 +129,7 @@ class PartCommitter:
                 if not self._manifest:
                     store.sync_dir("")  # the manifest's own name must survive too
             else:
-                exports.write_atomic(store, MANIFEST, [self._manifest, line])
+                store.write_atomic(MANIFEST, [self._manifest, line])
         except OSError as exc:
             if store.supports_append:  # a later append also cuts any torn tail, see Store.append
                 self._best_effort(lambda: store.truncate(MANIFEST, len(self._manifest)))

@@ -19,7 +19,6 @@ Formats (one JSON object per line, UTF-8):
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from instructflow.actors.core.manifest import MANIFEST, PartEntry, read_manifest
-from instructflow.actors.core.storage import OutputError, Store, open_store, temp_name
+from instructflow.actors.core.storage import OutputError, Store, open_store
 
 INSTRUCTIONS = "instructions.jsonl"
 EXPORT_FILES = {"jsonl": INSTRUCTIONS, "sharegpt": "exports/sharegpt.jsonl", "alpaca": "exports/alpaca.jsonl"}
@@ -82,31 +81,10 @@ def _export_chunks(store: Store, entries: Iterable[PartEntry], fmt: str) -> Iter
         yield encode_rows(read_part(store, entry, _COLUMNS), fmt)
 
 
-def write_atomic(store: Store, rel: str, chunks: Iterable[bytes]) -> None:
-    """Writes `rel` under a temporary name, makes it durable, then renames it into place."""
-    head = rel.rpartition("/")[0]
-    if head:
-        store.makedirs(head)
-    tmp = temp_name(rel)
-    try:
-        store.write(tmp, chunks)
-        store.sync(tmp)
-        store.replace(tmp, rel)
-    except BaseException:
-        _discard(store, tmp)
-        raise
-    store.sync_dir(head)
-
-
-def _discard(store: Store, rel: str) -> None:
-    with contextlib.suppress(OSError):  # it may never have been created; a reopen removes temp files
-        store.delete(rel)
-
-
 def write_export(store: Store, entries: Sequence[PartEntry], fmt: str) -> str:
     """Rewrites the export file of `fmt` from `entries`; returns its location."""
     rel = EXPORT_FILES[fmt]
-    write_atomic(store, rel, _export_chunks(store, entries, fmt))
+    store.write_atomic(rel, _export_chunks(store, entries, fmt))
     return store.display(rel)
 
 

@@ -70,7 +70,7 @@ def recover(store: Store, formats: Sequence[str]) -> Recovered:
         if store.supports_append:
             store.truncate(MANIFEST, len(state.valid))
         else:
-            exports.write_atomic(store, MANIFEST, [state.valid])
+            store.write_atomic(MANIFEST, [state.valid])
     found = Recovered(state.entries, state.valid)
     for entry in found.entries:
         _load_part(store, entry, found)

@@ -16,6 +16,7 @@ the writer turns them into `OutputError`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -118,6 +119,24 @@ class Store:
 
     def delete(self, rel: str) -> None:
         self.filesystem.delete_file(self.path(rel))
+
+    def write_atomic(self, rel: str, data: Chunks) -> None:
+        """Writes `rel` under a temporary name, makes it durable, then renames it into place, so a
+        reader sees the old content or the new, never part of it; the temporary file is removed
+        when the write fails (a full disk must not leave half-written files behind)."""
+        head = rel.rpartition("/")[0]
+        if head:
+            self.makedirs(head)
+        tmp = temp_name(rel)
+        try:
+            self.write(tmp, data)
+            self.sync(tmp)
+            self.replace(tmp, rel)
+        except BaseException:
+            with contextlib.suppress(OSError):  # it may never have been created
+                self.delete(tmp)
+            raise
+        self.sync_dir(head)
 
     def append(self, rel: str, data: bytes, expected_size: int) -> None:
         """Appends `data` durably at offset `expected_size` (dropping any torn tail past it).
