@@ -42,7 +42,7 @@ from instructflow.prompts import PROMPTS_DIR
 # Probabilistic faults, drawn in this fixed order for every request so that one request's draws
 # never depend on which switches are on (determinism for a given seed and request order).
 _DRAWS = ("p_429", "p_500", "p_503", "p_hang", "p_truncated", "p_garbled", "p_empty_choices",
-          "p_missing_usage", "p_wrong_format", "p_duplicate", "jitter")
+          "p_missing_usage", "p_wrong_format", "p_duplicate", "jitter", "wear")
 _Prob = Field(0.0, ge=0, le=1)
 
 
@@ -68,6 +68,11 @@ class Faults(BaseModel):
     p_missing_usage: float = _Prob
     p_wrong_format: float = _Prob
     p_duplicate: float = _Prob
+    wear: dict[str, int] = Field(
+        default_factory=dict,
+        description="category -> N: a supply that wears out; the share of that category's generating "
+        "replies that repeat an earlier one climbs from 0 to 1 over its first N generating calls",
+    )
     fail_first_n: int = Field(0, ge=0, description="the first N requests fail (status below)")
     fail_first_status: Literal[429, 500, 503] = Field(503, description="status of those failures")
     require_api_key: str | None = Field(None, description="401 unless the bearer token equals this")
@@ -124,6 +129,7 @@ class StubTeacher:
         """Zeroes the counters (the request numbering, and so the replies, starts over too)."""
         with self._lock:
             self._n = 0
+            self._worn: Counter[str] = Counter()  # generating calls per worn category
             self._in_flight = getattr(self, "_in_flight", 0)  # requests still running stay counted
             self._max_seen = self._in_flight
             self._status: Counter[int] = Counter()
@@ -289,7 +295,14 @@ class StubTeacher:
     async def _reply(self, request: web.Request, faults: Faults, number: int, chat: bool) -> web.StreamResponse:
         rng = random.Random(f"{self.seed}:{number}")
         draws = {name: rng.random() for name in _DRAWS}
-        hit = {name: draws[name] < getattr(faults, name) for name in _DRAWS if name != "jitter"}
+        hit = {name: draws[name] < getattr(faults, name) for name in _DRAWS if name not in ("jitter", "wear")}
+        category, call = request.headers.get(CATEGORY_HEADER, ""), request.headers.get(CALL_HEADER, "")
+        if call == "generate" and category in faults.wear:
+            with self._lock:
+                self._worn[category] += 1
+                used = self._worn[category]
+            if draws["wear"] < min(1.0, used / faults.wear[category]):
+                hit["p_duplicate"] = True
         for name, status in (("p_429", 429), ("p_500", 500), ("p_503", 503)):
             if hit[name]:
                 headers = self._retry_headers(faults, status == 429)
@@ -303,7 +316,7 @@ class StubTeacher:
         prompt = self._prompt_text(body, chat)
         # Written before sleeping, so the duplicate history follows arrival order (determinism).
         content, kind = self._writer.content(
-            request.headers.get(CATEGORY_HEADER, ""), request.headers.get(CALL_HEADER, ""), prompt, rng,
+            category, call, prompt, rng,
             wrong_format=hit["p_wrong_format"], duplicate=hit["p_duplicate"],
         )
         if kind != "example":
@@ -365,6 +378,14 @@ def _flag(name: str) -> str:
     return "--" + name.removesuffix("_s").replace("_", "-")
 
 
+def _wear_flag(text: str) -> dict[str, int]:
+    """`--wear trivia=300,general=1000`."""
+    try:
+        return {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(",") if part.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CATEGORY=N[,CATEGORY=N...], got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m instructflow.instructors.teacher.stub",
@@ -376,6 +397,8 @@ def _parser() -> argparse.ArgumentParser:
         kind = {float: float, int: int}.get(field.annotation, str)  # type: ignore[call-overload]
         if name in ("max_concurrency", "fail_first_status"):
             kind = int
+        if name == "wear":
+            kind = _wear_flag
         parser.add_argument(_flag(name), dest=name, type=kind, default=None, help=field.description or name)
     return parser
 

@@ -258,3 +258,17 @@ async def _one_request(url: str) -> bool:
     async with aiohttp.ClientSession() as session:
         status, _, text = await post(session, url)
         return status == 200 and "QUESTION:" in text
+
+
+def test_a_worn_category_repeats_itself_more_and_more():
+    """The supply of fresh replies wears out: over its first N generating calls, the share of a worn
+    category's replies that repeat an earlier one climbs to 1; other categories are untouched."""
+    with StubTeacher(seed=5, wear={"trivia": 20}) as stub:
+        worn = contents(stub, [("trivia", "generate")] * 40)
+        fresh = contents(stub, [("general", "generate")] * 20)
+        injected = stub.stats()["faults_injected"]
+    repeats_late = sum(text in worn[:i] for i, text in enumerate(worn) if i >= 20)
+    assert len(set(worn[:10])) >= 7  # early on, mostly fresh
+    assert repeats_late == 20  # past N, every reply repeats an earlier one
+    assert len(set(fresh)) == len(fresh)
+    assert injected["p_duplicate"] >= 20
