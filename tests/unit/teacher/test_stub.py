@@ -268,7 +268,7 @@ def test_a_worn_category_repeats_itself_more_and_more():
         fresh = contents(stub, [("general", "generate")] * 20)
         injected = stub.stats()["faults_injected"]
     repeats_late = sum(text in worn[:i] for i, text in enumerate(worn) if i >= 20)
-    assert len(set(worn[:10])) >= 7  # early on, mostly fresh
+    assert len(set(worn[:10])) >= 5  # early on, mostly fresh (share 0.05..0.5)
     assert repeats_late == 20  # past N, every reply repeats an earlier one
     assert len(set(fresh)) == len(fresh)
     assert injected["p_duplicate"] >= 20
