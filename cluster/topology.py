@@ -49,6 +49,9 @@ def actor_name(config: Config, role: str) -> str:
 
 def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> Topology:
     """Creates every actor the graph declares; nothing runs until `start`."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from instructflow.actors.instructor import InstructorActor
     from instructflow.actors.judge import judge_stage
     from instructflow.actors.novelty import GateActor, ShardActor, novelty_stage
@@ -64,7 +67,10 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
     names = {q: actor_name(config, f"queue:{q}") for q in queues}
     names["ledger"] = actor_name(config, "ledger")
     names["rejects"] = names["writer_stage"] = actor_name(config, "writer:0")
-    ledger = named(LedgerActor, "ledger").remote()
+    # The books live on the driver's node: a run cannot outlive that node anyway, and a worker node
+    # that dies then never takes the run's counts with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ledger = named(LedgerActor, "ledger", scheduling_strategy=here).remote()
 
     worker_opts, shard_opts = novelty_placement(config)
     shards = [named(ShardActor, f"shard:{i}", **shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
