@@ -26,6 +26,7 @@ import instructflow.instructors.categories  # noqa: F401  (registers the categor
 from instructflow.config import Config, load_config
 from tests.conftest import REPO
 from tests.integration.conftest import stub_config
+from tests.prerequisites import unavailable
 
 CLI_TIMEOUT_S = 300  # a whole run with a private Ray; input errors take seconds
 
@@ -230,7 +231,7 @@ def _mount(*args: str) -> bool:
 def mounted(path: Path, *args: str) -> Iterator[Path]:
     path.mkdir(exist_ok=True)
     if not _mount(*args, str(path)):
-        pytest.skip(f"cannot mount here ({' '.join(args)}): needs root with CAP_SYS_ADMIN")
+        unavailable(f"cannot mount here ({' '.join(args)}): needs root with CAP_SYS_ADMIN")
     try:
         yield path
     finally:

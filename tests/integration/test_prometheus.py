@@ -32,6 +32,7 @@ from instructflow.actors.metrics import METRICS, STAGES
 from instructflow.cluster.dashboard import panel_queries
 from tests.integration.conftest import stub_config
 from tests.integration.raycluster import LocalHead, free_port, stop_group
+from tests.prerequisites import unavailable
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -164,7 +165,7 @@ def _wait_stored(prom: LocalPrometheus, end: float, timeout_s: float = 30) -> No
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     if PROMETHEUS is None:
-        pytest.skip("no `prometheus` binary on PATH (Debian package `prometheus`; `make test` installs it)")
+        unavailable("no `prometheus` binary on PATH (Debian package `prometheus`; `make test` installs it)")
     from instructflow.instructors.teacher.stub import StubTeacher
 
     tmp = tmp_path_factory.mktemp("prom")

@@ -21,6 +21,7 @@ from instructflow.actors.core import storage
 from instructflow.actors.core.storage import OutputError
 from instructflow.actors.core.writer import PartWriter
 from instructflow.instructors.record import Candidate
+from tests.prerequisites import unavailable
 
 
 def cand(i: int, text_bytes: int = 40) -> Candidate:
@@ -118,7 +119,7 @@ def _mount(*args: str) -> bool:
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
     if os.geteuid() != 0 or not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)):
-        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+        unavailable("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     try:
         yield path
     finally:
