@@ -19,11 +19,14 @@ from tests.integration.raycluster import LocalHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-# About 3 rows/s against a 0.5 s teacher with two slots: the target takes ~20 s of generation, so
-# the stop lands in the middle of the run. Instructions are generated well ahead of their answers,
-# and a drain answers what is queued; a 2 s drain keeps the stopped run from finishing the target.
+# About 3 rows/s against a 0.5 s teacher with two slots: the target would take ~20 s of generation.
+# Once the first part is committed the stub stops answering anything it has not started (`HOLD`), so
+# the job cannot reach the target however slowly the stop lands: at most the two answer calls
+# already in flight still finish. A 2 s drain then commits what reached the writer.
 TARGET = 60
+CONCURRENCY = 2
 DRAIN_S = 2
+HOLD = {"p_hang": 1.0, "hang_max_s": 600}
 TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
 
 
@@ -69,10 +72,23 @@ def check_parts(out: Path) -> dict[str, bytes]:
     return parts
 
 
+SUMMARY_COLUMNS = ("category", "committed", "target", "generated", "accepted", "rejected", "dropped", "lost",
+                   "in flight", "rows/s")
+
+
+def summary_row(logs: str, category: str) -> dict[str, str]:
+    """The category's row of the driver's summary table (cells by column name)."""
+    for line in logs.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line)[1:-1]]
+        if len(cells) == len(SUMMARY_COLUMNS) and cells[0] == category:
+            return dict(zip(SUMMARY_COLUMNS, cells, strict=True))
+    raise AssertionError(f"no summary row for {category}:\n{logs[-3000:]}")
+
+
 def test_stopped_job_keeps_its_commits_and_the_same_submit_resumes(head, slow_teacher, tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "job.yaml"
-    cats = {"general": {"count": TARGET, "batch_size": 4, "concurrency": 2}}
+    cats = {"general": {"count": TARGET, "batch_size": 4, "concurrency": CONCURRENCY}}
     data = stub_config(slow_teacher, out, cats, run={"drain_timeout_s": DRAIN_S}, novelty={"shards": 1})
     config.write_text(yaml.safe_dump(data))
     entrypoint = [sys.executable, "-m", "instructflow.cluster.cli", "generate", "--config", str(config)]
@@ -82,20 +98,29 @@ def test_stopped_job_keeps_its_commits_and_the_same_submit_resumes(head, slow_te
     submitted = head.submit_when_ready(entrypoint, wait=False, submission_id=job)
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     wait_for_commit(head, job, out)
-    stopping = time.monotonic()
-    head.ray("job", "stop", "--address", head.dashboard, "--no-wait", job)
-    status = head.wait_job(job, timeout_s=90)
-    stop_s = time.monotonic() - stopping
+    slow_teacher.set_faults(**HOLD)  # from here on the job cannot reach its target
+    try:
+        held_at = sum(e["rows"] for e in read_manifest(out))
+        status = head.job_status(job)
+        assert status == "RUNNING" and held_at < TARGET - CONCURRENCY, f"{status} with {held_at} rows committed"
+        stopping = time.monotonic()
+        head.ray("job", "stop", "--address", head.dashboard, "--no-wait", job)
+        status = head.wait_job(job, timeout_s=90)
+        stop_s = time.monotonic() - stopping
+    finally:
+        slow_teacher.set_faults(p_hang=0.0)
     logs = head.job_logs(job)
-    # Either SIGTERM arrived mid-run (drain) or the job had just finished on its own.
-    assert status == "STOPPED" and "stopping: interrupted" in logs or status == "SUCCEEDED", f"{status}:\n{logs[-3000:]}"
-    assert "summary (" in logs, f"the driver did not finish its drain:\n{logs[-3000:]}"
+    assert status == "STOPPED", f"{status}:\n{logs[-3000:]}"
+    assert "stopping: interrupted" in logs and "summary (interrupted)" in logs, logs[-3000:]
 
+    # The drain committed every row that reached the writer, and only whole, unique parts.
     first = check_parts(out)
     committed = sum(e["rows"] for e in read_manifest(out))
-    assert 0 < committed < TARGET or status == "SUCCEEDED"
+    row = summary_row(logs, "general")
+    assert int(row["committed"]) == int(row["accepted"]) == committed, row
+    assert held_at <= committed < TARGET, (held_at, committed)
     print(f"\nfirst run: {time.monotonic() - started:.0f} s to its first commit and stop; stopped in "
-          f"{stop_s:.1f} s with {committed} rows in {len(first)} parts")
+          f"{stop_s:.1f} s with {committed} rows in {len(first)} parts ({held_at} when the teacher stopped answering)")
 
     resuming = time.monotonic()
     again = head.submit_when_ready(entrypoint, submission_id=f"{job}-again")
