@@ -87,8 +87,8 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
     }
     recipes = {
         "novelty": (functools.partial(novelty_stage, config, actor_name(config, "gate")), worker_opts),
-        "judge": (functools.partial(judge_stage, config, base_url), {}),
-        "writer": (functools.partial(writer_stage, out.uri, **writer_options), {}),
+        "judge": (functools.partial(judge_stage, config, base_url), stage_placement(config, "judge")),
+        "writer": (functools.partial(writer_stage, out.uri, **writer_options), stage_placement(config, "writer")),
     }
     stages: dict[str, list[Any]] = {}
     for decl in GRAPH.stages:
@@ -104,7 +104,7 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
         ]
     instructors = {
         name: [
-            named(InstructorActor, f"instructor:{name}:{r}").remote(
+            named(InstructorActor, f"instructor:{name}:{r}", **stage_placement(config, "instructor")).remote(
                 config, name, r, base_url, topics,
                 {**names, "answer": names[f"answer:{name}"], "writer": names["writer_stage"]},
             )
@@ -123,6 +123,14 @@ def novelty_placement(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
         worker = {"num_cpus": 0, "resources": {n.resource: 1}, "num_gpus": n.gpus_per_embedder}
         return worker, {"num_cpus": 0, "resources": {n.resource: 0.25}}
     return {"num_cpus": min(float(n.torch_threads), 1.0), "num_gpus": n.gpus_per_embedder}, {}
+
+
+def stage_placement(config: Config, stage: str) -> dict[str, Any]:
+    """Ray options for one replica of `stage` (instructor, judge, writer): one unit of the custom
+    resource `placement.<stage>` names, so it runs only where that is advertised (its small CPU
+    share stays as declared on the actor class); no options when the key is null."""
+    resource = getattr(config.placement, stage)
+    return {"resources": {resource: 1}} if resource else {}
 
 
 def resume_index(topo: Topology) -> int:

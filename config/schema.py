@@ -186,6 +186,16 @@ class Writer(_Strict):
     exports: list[Literal["jsonl", "sharegpt", "alpaca"]] = Field(default_factory=lambda: ["jsonl"])
 
 
+class Placement(_Strict):
+    """On a cluster: the custom resource that each stage's replicas ask for (one unit per replica,
+    besides their small CPU share), so that they run only on the nodes that advertise it; null:
+    anywhere with CPU to spare. The embedders and shards are placed by `novelty.resource`."""
+
+    instructor: str | None = Field(None, min_length=1)
+    judge: str | None = Field(None, min_length=1)
+    writer: str | None = Field(None, min_length=1)
+
+
 class Run(_Strict):
     """Where the run writes, its seed, how long it drains and how it shows progress."""
 
@@ -206,6 +216,7 @@ class Config(_Strict):
     judge: Judge = Field(default_factory=Judge)
     queues: Queues = Field(default_factory=Queues)
     writer: Writer = Field(default_factory=Writer)
+    placement: Placement = Field(default_factory=Placement)
     categories: dict[str, SerializeAsAny[CategoryParams]]  # each value is its category's own Params
     _source: str = PrivateAttr(default="<string>")
 
@@ -244,10 +255,12 @@ class Config(_Strict):
 
     @property
     def run_id(self) -> str:
-        """12-hex-digit hash of the effective config (output_dir and display excluded)."""
+        """12-hex-digit hash of the effective config (output_dir, display and placement excluded:
+        where a run writes, shows and runs its actors does not change what it produces)."""
         data = self.effective()
         data["run"].pop("output_dir", None)
         data["run"].pop("display", None)
+        data.pop("placement", None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

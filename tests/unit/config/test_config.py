@@ -84,6 +84,13 @@ def test_run_id_is_stable_and_follows_the_config():
     assert a.run_id == b.run_id and len(a.run_id) == 12
     assert parse_config(MINIMAL, overrides={"run.output_dir": "elsewhere"}).run_id == a.run_id
     assert parse_config(MINIMAL, overrides={"categories.general.count": 4}).run_id != a.run_id
+    # Where the actors run does not change what the run produces: it resumes on any layout.
+    assert parse_config(MINIMAL, overrides={"placement.writer": "writer"}).run_id == a.run_id
+
+
+def test_placement_names_only_the_stages_it_places():
+    with pytest.raises(ConfigError, match="placement.novelty: unknown key"):  # that is novelty.resource
+        parse_config("placement: {novelty: gpu}\n" + MINIMAL, "my.yaml")
 
 
 def test_effective_config_holds_no_secret(monkeypatch):
