@@ -8,10 +8,29 @@ from typing import Any
 import pytest
 
 from instructflow.config import TeacherConfig
+from instructflow.instructors.teacher.retry import Clock
 from instructflow.instructors.teacher.stub import StubTeacher
 
 KEY_ENV = "INSTRUCTFLOW_TEST_TEACHER_KEY"
 SECRET = "sk-test-5e3cr3t-d0-n0t-l0g-9f8e7d6c"
+
+
+class RecordingClock(Clock):
+    """Real time, but every requested sleep is recorded in `sleeps` (in seconds, as asked), so a
+    test reads which waits happened instead of timing them."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await super().sleep(seconds)
+
+
+@pytest.fixture
+def recording_clock() -> RecordingClock:
+    """A real clock that records the sleeps asked of it."""
+    return RecordingClock()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,16 @@ from instructflow.instructors.teacher.stub import StubTeacher  # noqa: E402
 
 pytestmark = pytest.mark.ray
 NAMESPACE = "instructflow-test-gate"
+WAIT_S = 30  # bound on every wait for an event below; reaching it is a failure
+
+
+def gate_until(gate: Any, holds: Callable[[dict], bool], what: str) -> dict:
+    """Polls the gate's snapshot until `holds(snapshot)`; fails naming `what` after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not holds(snap := ray.get(gate.snapshot.remote(), timeout=WAIT_S)):
+        assert time.monotonic() < deadline, f"the gate never showed {what} within {WAIT_S} s: {snap}"
+        time.sleep(0.01)  # polling interval, not synchronisation
+    return snap
 
 
 @pytest.fixture(scope="module")
@@ -50,26 +61,39 @@ class GateUser:
     async def release(self, tokens: int) -> None:
         await self.limiter.release(outcome="ok", model="m", prompt_tokens=tokens, completion_tokens=0)
 
-    async def burst(self, n: int, hold_s: float) -> tuple[int, int]:
-        """n concurrent acquire -> hold -> release; returns (peak admitted at once, round trips)."""
-        active = peak = 0
+    async def burst(self, n: int, cap: int) -> tuple[int, int]:
+        """n concurrent acquire -> hold -> release; returns (peak admitted at once, round trips).
+
+        An admitted request holds its slot until `cap` are held (or every request not yet finished
+        is), so the window fills by events, not by how long a slot happens to be held."""
+        active = peak = done = 0
+        changed = asyncio.Condition()
 
         async def one() -> None:
-            nonlocal active, peak
+            nonlocal active, peak, done
             await self.limiter.acquire(1)
-            active += 1
-            peak = max(peak, active)
-            await asyncio.sleep(hold_s)
-            active -= 1
+            async with changed:
+                active += 1
+                peak = max(peak, active)
+                changed.notify_all()
+                await asyncio.wait_for(changed.wait_for(lambda: active >= min(cap, n - done)), WAIT_S)
             await self.limiter.release(outcome="ok", model="m", prompt_tokens=1, completion_tokens=0)
+            async with changed:
+                active -= 1
+                done += 1
+                changed.notify_all()
 
         await asyncio.gather(*[one() for _ in range(n)])
         return peak, self.limiter.round_trips
 
-    async def give_up_waiting(self, n: int, wait_s: float) -> int:
-        """Starts n acquires, cancels them all after wait_s; returns how many had been admitted."""
+    async def give_up_waiting(self, n: int) -> int:
+        """Starts n acquires, cancels them all once the gate holds them waiting; returns how many
+        had been admitted."""
         tasks = [asyncio.create_task(self.limiter.acquire(1)) for _ in range(n)]
-        await asyncio.sleep(wait_s)
+        deadline = time.monotonic() + WAIT_S
+        while (await self.limiter.handle.snapshot.remote())["waiting"] == 0:  # one batched request
+            assert time.monotonic() < deadline, f"the acquires never reached the gate within {WAIT_S} s"
+            await asyncio.sleep(0.01)  # polling interval, not synchronisation
         admitted = sum(t.done() and not t.cancelled() and t.exception() is None for t in tasks)
         for t in tasks:
             t.cancel()
@@ -91,8 +115,9 @@ def test_two_actors_share_one_gate(local_ray: None) -> None:
     a, b = GateUser.remote(url, "m"), GateUser.remote(url, "m")
     assert ray.get(a.acquire.remote(), timeout=30) == "admitted"
     waiting = b.acquire.remote()  # the one slot is taken by a, in another process
-    ready, _ = ray.wait([waiting], timeout=0.5)
-    assert not ready, "b was admitted while a held the only slot"
+    snap = gate_until(gate, lambda s: s["waiting"] == 1, "b waiting")
+    ready, _ = ray.wait([waiting], timeout=0)
+    assert not ready and snap["in_flight"] == 1, f"b was admitted while a held the only slot: {snap}"
     ray.get(a.release.remote(60), timeout=30)
     assert ray.get(waiting, timeout=30) == "admitted"
     ray.get(b.release.remote(50), timeout=30)  # 110 of 100 tokens spent
@@ -118,7 +143,7 @@ def test_concurrent_requests_share_round_trips_and_keep_the_cap(local_ray: None)
     url = "http://gate-burst.invalid/v1"
     gate = teacher_gate(url, "m", Limits(max_in_flight=8), Budget(), NAMESPACE)
     user = GateUser.remote(url, "m")
-    peak, round_trips = ray.get(user.burst.remote(64, 0.05), timeout=60)
+    peak, round_trips = ray.get(user.burst.remote(64, 8), timeout=60)
     snap = ray.get(gate.snapshot.remote(), timeout=30)
     assert peak == 8, "the gate's cap of 8 was not filled, or was exceeded"
     assert snap["outcomes"] == {"ok": 64} and snap["in_flight"] == 0
@@ -131,7 +156,7 @@ def test_waiters_that_give_up_leave_no_slot_taken(local_ray: None) -> None:
     gate = teacher_gate(url, "m", Limits(max_in_flight=1), Budget(), NAMESPACE)
     holder, quitter = GateUser.remote(url, "m"), GateUser.remote(url, "m")
     assert ray.get(holder.acquire.remote(), timeout=30) == "admitted"
-    assert ray.get(quitter.give_up_waiting.remote(5, 0.3), timeout=30) == 0  # all were waiting
+    assert ray.get(quitter.give_up_waiting.remote(5), timeout=60) == 0  # all were waiting
     ray.get(holder.release.remote(1), timeout=30)
     assert ray.get(holder.acquire.remote(), timeout=30) == "admitted"  # nobody else holds the slot
     ray.get(holder.release.remote(1), timeout=30)

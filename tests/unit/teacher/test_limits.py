@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -131,21 +130,24 @@ def test_retry_after_pauses_every_caller_in_virtual_time() -> None:
     assert clock.sleeps == [5.0]
 
 
-def test_group_pause_holds_concurrent_callers_in_real_time() -> None:
-    async def scenario() -> list[float]:
-        lim = RateLimiter(Limits(max_in_flight=8))
+def test_group_pause_holds_concurrent_callers_in_real_time(recording_clock) -> None:
+    async def scenario() -> tuple[float, list[float]]:
+        lim = RateLimiter(Limits(max_in_flight=8), clock=recording_clock)
         await lim.acquire(1)
-        start = time.monotonic()
         await lim.release(**limited(retry_after_s=0.3))
+        paused_until = lim.paused_until
 
-        async def timed() -> float:
+        async def admitted_at() -> float:
             await lim.acquire(1)
-            return time.monotonic() - start
+            return recording_clock.monotonic()
 
-        return await asyncio.gather(*(timed() for _ in range(4)))
+        return paused_until, await asyncio.gather(*(admitted_at() for _ in range(4)))
 
-    waits = asyncio.run(scenario())
-    assert all(0.29 <= w < 5.0 for w in waits), waits
+    paused_until, admitted = asyncio.run(scenario())
+    # Every caller is admitted after the pause, on the limiter's own clock; the first one waited it
+    # out and the others queued behind it (at most one sleep, however fast this machine is).
+    assert len(admitted) == 4 and all(t >= paused_until for t in admitted), (paused_until, admitted)
+    assert len(recording_clock.sleeps) <= 1 and all(0 < s <= 0.3 for s in recording_clock.sleeps)
 
 
 def test_requests_per_minute_bucket() -> None:

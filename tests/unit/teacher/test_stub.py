@@ -9,7 +9,6 @@ import random
 import re
 import subprocess
 import sys
-import time
 from typing import Any
 
 import aiohttp
@@ -198,20 +197,19 @@ def test_concurrency_cap_answers_429_with_retry_after() -> None:
 
 
 def test_sixty_four_concurrent_requests_at_one_second_latency() -> None:
+    """Served in parallel: the stub's own counter saw all 64 in flight at once (one after another it
+    would see 1). Throughput and CPU cost are measured by bench/bench_stub.py, not asserted here."""
     with StubTeacher(latency_s=1.0) as stub:
         async def burst() -> list[Any]:
             connector = aiohttp.TCPConnector(limit=100)
             async with aiohttp.ClientSession(connector=connector) as session:
                 return await asyncio.gather(*(post(session, stub.base_url) for _ in range(64)))
 
-        cpu, start = time.process_time(), time.monotonic()
         results = asyncio.run(burst())
-        wall, cpu = time.monotonic() - start, time.process_time() - cpu
         stats = stub.stats()
-    assert all(status == 200 for status, _, _ in results)
-    assert stats["max_concurrency_seen"] == 64
-    assert wall < 8.0, wall  # served in parallel (one after another would take 64 s)
-    assert cpu < 2.5, cpu  # client and server together, in this process
+    assert [status for status, _, _ in results] == [200] * 64
+    assert stats["max_concurrency_seen"] == 64 and stats["in_flight"] == 0
+    assert stats["requests"] == 64 and stats["by_status"] == {"200": 64}
 
 
 def test_control_stats_and_models_over_http(stub: StubTeacher) -> None:

@@ -73,14 +73,15 @@ def test_backoff_follows_the_servers_retry_after(
     assert client.limiter.snapshot()["outcomes"] == {"rate_limited": 1, "ok": 1}
 
 
-def test_retry_after_measured_in_real_time(stub: StubTeacher, make_config) -> None:
+def test_retry_after_is_waited_out_on_the_real_clock(stub: StubTeacher, make_config, recording_clock) -> None:
     stub.set_faults(fail_first_n=2, fail_first_status=429, retry_after_s=0.2)
-    client = TeacherClient(make_config(backoff_base_s=30, backoff_max_s=30), base_url=stub.base_url)
-    start = time.monotonic()
+    client = TeacherClient(make_config(backoff_base_s=30, backoff_max_s=30), base_url=stub.base_url,
+                           clock=recording_clock)
     reply = ask(client)
-    elapsed = time.monotonic() - start
-    assert reply.attempts == 3
-    assert 0.4 <= elapsed < 5.0, elapsed  # two waits of 0.2 s, not draws from the 30 s jitter window
+    assert reply.attempts == 3 and stub.stats()["by_status"] == {"200": 1, "429": 2}
+    # Two waits of 0.2 s, not draws from the 30 s jitter window; the group pause that each 429 set
+    # is over by then, so it adds no wait of its own.
+    assert recording_clock.sleeps == [pytest.approx(0.2), pytest.approx(0.2)]
 
 
 def test_gives_up_after_max_attempts_with_jittered_waits(stub: StubTeacher, make_config) -> None:
@@ -191,12 +192,14 @@ def test_missing_usage_is_estimated_and_flagged(stub: StubTeacher, make_config) 
 
 def test_hung_request_times_out_and_the_server_lets_go(stub: StubTeacher, make_config) -> None:
     stub.set_faults(p_hang=1.0)
-    client = TeacherClient(make_config(timeout_s=0.3, max_attempts=2), base_url=stub.base_url, clock=ManualClock())
-    start = time.monotonic()
+    clock = ManualClock()
+    client = TeacherClient(make_config(timeout_s=0.3, max_attempts=2), base_url=stub.base_url, clock=clock)
     with pytest.raises(RequestFailed) as failed:
         ask(client)
-    assert failed.value.reason == "timeout"
-    assert time.monotonic() - start < 8  # two 0.3 s timeouts (generous: the machine is shared)
+    assert failed.value.reason == "timeout" and "after 2 attempt(s)" in failed.value.detail
+    # Each attempt hung and was given up by the client: two requests, one back-off between them.
+    assert stub.stats()["requests"] == 2 and stub.stats()["faults_injected"] == {"p_hang": 2}
+    assert len(clock.sleeps) == 1 and client.stats()["failures"] == {"timeout": 1}
     deadline = time.monotonic() + 5
     while stub.stats()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.02)
