@@ -67,14 +67,16 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
     names = {q: actor_name(config, f"queue:{q}") for q in queues}
     names["ledger"] = actor_name(config, "ledger")
     names["rejects"] = names["writer_stage"] = actor_name(config, "writer:0")
-    # The books live on the driver's node: a run cannot outlive that node anyway, and a worker node
-    # that dies then never takes the run's counts with it.
+    # The books and the novelty gate live on the driver's node: a run cannot outlive that node
+    # anyway, and a worker node that dies then never takes the run's counts with it, nor the gate
+    # together with the shards (the gate's ledger is the only other copy of the index; an actor that
+    # asks for no resources otherwise lands on a node chosen at random, shards' node included).
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     ledger = named(LedgerActor, "ledger", scheduling_strategy=here).remote()
 
     worker_opts, shard_opts = novelty_placement(config)
     shards = [named(ShardActor, f"shard:{i}", **shard_opts).remote(i, 384) for i in range(config.novelty.shards)]
-    gate = named(GateActor, "gate").remote(
+    gate = named(GateActor, "gate", scheduling_strategy=here).remote(
         [actor_name(config, f"shard:{i}") for i in range(config.novelty.shards)], config.novelty.threshold
     )
     writer_options = {
