@@ -10,13 +10,21 @@ import pytest
 import yaml
 
 
+def start_local_ray() -> None:
+    """Starts the local Ray that `ray_local` shares (also used to bring it back after a test that
+    had to replace it, such as the multi-node one)."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
+
+
 @pytest.fixture(scope="package")
 def ray_local():
     """A real local Ray shared by the integration tests (starting one costs ~5 s on two cores);
     shut down after the package so unit tests can start their own."""
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="instructflow", logging_level="WARNING")
+    start_local_ray()
     yield ray
     ray.shutdown()
 
