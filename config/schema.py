@@ -202,6 +202,13 @@ class Run(_Strict):
     output_dir: str = "out/run"
     seed: int = 0
     drain_timeout_s: float = Field(30.0, ge=0, le=3600)
+    # Liveness: a category whose counts have not moved for this long while its target is unmet is
+    # given up, and the run ends (non-zero exit, everything committed) once every category is settled.
+    stall_timeout_s: float = Field(120.0, gt=0, le=86_400)
+    # ... and so is one whose last `saturation_window` novelty decisions admitted fewer than
+    # `min_novel_share` of the candidates: the teacher keeps repeating itself.
+    saturation_window: int = Field(400, ge=10, le=1_000_000)
+    min_novel_share: float = Field(0.02, ge=0, le=1)
     display: Literal["auto", "live", "plain", "off"] = "auto"
     prompts_dir: str | None = None  # templates here override the packaged ones of the same name
 
