@@ -177,7 +177,8 @@ def wait_ready(config: Config, topo: Topology, timeout: float = 300.0) -> None:
 def start(topo: Topology) -> None:
     loops = {}
     for stage, replicas in topo.stages.items():
-        loops.update({f"{stage} {i}": a.run.remote() for i, a in enumerate(replicas)})
+        # "writer", or "judge 0", "judge 1", ...: the name a failure message starts with
+        loops.update({stage if len(replicas) == 1 else f"{stage} {i}": a.run.remote() for i, a in enumerate(replicas)})
     for name, actors in topo.instructors.items():
         loops.update({f"instructor {name}/{r}": a.run.remote() for r, a in enumerate(actors)})
     topo.loops = {ref: name for name, ref in loops.items()}
