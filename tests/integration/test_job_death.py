@@ -9,12 +9,9 @@ SIGKILL of every process in the CLI's session already takes the run's Ray down w
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,7 @@ import instructflow.instructors.categories  # noqa: F401  (registers the categor
 from instructflow.config import load_config
 from tests.integration.conftest import stub_config
 from tests.integration.dataset_checks import check_dataset, committed_rows, sha256_of_parts
+from tests.integration.processes import cli_env, command, kill_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -46,45 +44,6 @@ class Story:
     parts_at: dict[str, dict[str, str]] = field(default_factory=dict)  # kill point -> part sha256s
     planted: list[Path] = field(default_factory=list)  # orphan files placed after kills
     final_rc: int | None = None
-
-
-def command(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "instructflow.cluster.cli", "generate", "--config", str(config),
-            "--address", "local", "--display", "plain", *extra]
-
-
-def cli_env() -> dict[str, str]:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "250"}
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def session_pids(sid: int) -> list[int]:
-    """Running processes of session `sid` (zombies do not count)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_run(proc: subprocess.Popen) -> None:
-    """SIGKILL to every process of the CLI's session -- its Ray's raylet, GCS and workers included
-    (Ray puts each worker in a process group of its own, so killing the CLI's group alone leaves
-    the actors running, and committing, until they notice their raylet is gone). Returns once all
-    of them are gone."""
-    deadline = time.monotonic() + 30
-    while pids := session_pids(proc.pid):
-        assert time.monotonic() < deadline, f"processes {pids} of the run survived SIGKILL"
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)  # polling, bounded by the deadline
-    proc.wait(30)
 
 
 def run_cli(story: Story, *extra: str, kill_at_rows: int | None = None) -> int:
