@@ -17,6 +17,7 @@ from instructflow.cluster.accounting import Progress
 from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
 from instructflow.config import Config
+from instructflow.instructors.teacher.api import TeacherStats
 
 
 class RunError(RuntimeError):
@@ -251,15 +252,15 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
 PRODUCER_FAILURES = ("unparseable", "instructor_error")
 
 
-def _add_usage(p: Progress, teacher: dict[str, Any] | None) -> None:
-    teacher = teacher or {}
-    usage = teacher.get("usage") or {}
-    p.prompt_tokens += usage.get("prompt_tokens", 0)
-    p.completion_tokens += usage.get("completion_tokens", 0)
-    p.failures.update(teacher.get("failures", {}))
-    p.requests.update(teacher.get("requests", {}))
-    p.retries += teacher.get("retries", 0)
-    p.replies += teacher.get("replies", 0)
+def _add_usage(p: Progress, teacher: TeacherStats | None) -> None:
+    if teacher is None:
+        return
+    p.prompt_tokens += teacher.prompt_tokens
+    p.completion_tokens += teacher.completion_tokens
+    p.failures.update(teacher.failures)
+    p.requests.update(teacher.requests)
+    p.retries += teacher.retries
+    p.replies += teacher.replies
 
 
 def retire(config: Config, topo: Topology, category: str, reason: str) -> None:

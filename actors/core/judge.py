@@ -16,7 +16,12 @@ from typing import Any
 from instructflow.actors.core.stage import Outcome, Stage
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import load_template
-from instructflow.instructors.teacher.api import FatalTeacherError, Teacher, TeacherError
+from instructflow.instructors.teacher.api import (
+    FatalTeacherError,
+    Teacher,
+    TeacherError,
+    TeacherStats,
+)
 
 # Openings and phrases that mark a reply the teacher declined or hedged instead of answering.
 REFUSAL_PATTERNS = [
@@ -119,7 +124,7 @@ class JudgeChain:
 
 @dataclass
 class JudgeStats:
-    teacher: Any  # the judge's teacher client stats, when an LLM judge runs
+    teacher: TeacherStats | None  # the judge's teacher client stats, when an LLM judge runs
 
 
 class JudgeStage(Stage):

@@ -26,6 +26,7 @@ from instructflow.instructors.teacher.api import (
     FatalTeacherError,
     RequestFailed,
     Teacher,
+    TeacherStats,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ProducerStats:
     failures: dict[str, int]  # failed teacher calls by reason
     outcome: str | None  # why the loops ended early ("budget", "fatal: ...")
     generating: bool
-    teacher: Any = None  # the teacher client's stats
+    teacher: TeacherStats | None = None  # the teacher client's stats
 
 
 class Producer:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 # Sent with every request so that the stub teacher (and request logs) can tell which instructor and
 # which call a request belongs to. Real OpenAI-compatible servers ignore unknown headers.
@@ -22,6 +22,23 @@ class Reply:
     tokens_estimated: bool = False  # True when the server sent no `usage` and we counted ourselves
     latency_s: float = 0.0
     attempts: int = 1
+
+
+@dataclass
+class TeacherStats:
+    """What one teacher client did: attempts by status class, retries, failures, tokens."""
+
+    requests: dict[str, int]  # attempts by status class (2xx, 429, 5xx, timeout, ...), retries included
+    retries: int  # failed attempts that were tried again
+    replies: int  # attempts that brought back a usable reply
+    failures: dict[str, int]  # requests that failed for good, by reason
+    prompt_tokens: int
+    completion_tokens: int
+    usage: dict[str, Any] = field(default_factory=dict)  # breakdowns by model and category
+
+    @property
+    def attempts(self) -> int:
+        return sum(self.requests.values())
 
 
 class TeacherError(Exception):

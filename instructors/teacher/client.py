@@ -39,6 +39,7 @@ from instructflow.instructors.teacher.api import (
     FatalTeacherError,
     Reply,
     RequestFailed,
+    TeacherStats,
 )
 from instructflow.instructors.teacher.limits import RateLimiter
 from instructflow.instructors.teacher.retry import Backoff, Clock, retry_hint
@@ -368,16 +369,14 @@ class TeacherClient:
         except Exception:  # noqa: BLE001 - metrics must never break a request
             log.exception("teacher observer failed")
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TeacherStats:
         """Attempts by status class, retries, failed requests by reason, replies and token usage."""
-        return {
-            "requests": dict(self._requests),
-            "attempts": sum(self._requests.values()),
-            "retries": self._retries,
-            "replies": self._replies,
-            "failures": dict(self._failures),
-            "usage": self.ledger.snapshot(),
-        }
+        usage = self.ledger.snapshot()
+        return TeacherStats(
+            requests=dict(self._requests), retries=self._retries, replies=self._replies,
+            failures=dict(self._failures), prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"], usage=usage,
+        )
 
 
 def _count(usage: dict[str, Any] | None, key: str) -> int:

@@ -106,7 +106,7 @@ class GateUser:
         client = TeacherClient(config, self.limiter, base_url=base_url)
         for _ in range(n):
             await client.chat([{"role": "user", "content": "hi"}], category="trivia", call="generate")
-        return client.stats()["replies"]
+        return client.stats().replies
 
 
 def test_two_actors_share_one_gate(local_ray: None) -> None:

@@ -41,7 +41,7 @@ def test_reply_follows_the_category_and_counts_usage(stub: StubTeacher, make_con
     assert reply.model == "stub-model"
     assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
     assert stub.stats()["completion_tokens"] == reply.completion_tokens
-    usage = client.stats()["usage"]
+    usage = client.stats().usage
     assert usage["by_category"]["trivia"]["replies"] == 1
 
 
@@ -94,7 +94,7 @@ def test_gives_up_after_max_attempts_with_jittered_waits(stub: StubTeacher, make
     assert stub.stats()["requests"] == 5
     windows = [1, 2, 3, 3]
     assert len(clock.sleeps) == 4 and all(0 <= d <= w for d, w in zip(clock.sleeps, windows, strict=True))
-    assert client.stats()["retries"] == 4 and client.stats()["failures"] == {"server_error": 1}
+    assert client.stats().retries == 4 and client.stats().failures == {"server_error": 1}
 
 
 def test_should_retry_false_stops_at_once(stub: StubTeacher, make_config) -> None:
@@ -154,7 +154,7 @@ def test_garbled_and_truncated_bodies_are_retried_then_fail(stub: StubTeacher, m
     with pytest.raises(RequestFailed) as failed:
         ask(client)
     assert failed.value.reason == "garbled_reply"
-    assert stub.stats()["requests"] == 3 and client.stats()["requests"] == {"2xx": 3}
+    assert stub.stats()["requests"] == 3 and client.stats().requests == {"2xx": 3}
 
 
 def test_a_garbled_reply_then_a_good_one(stub: StubTeacher, make_config) -> None:
@@ -166,7 +166,7 @@ def test_a_garbled_reply_then_a_good_one(stub: StubTeacher, make_config) -> None
 
     replies = asyncio.run(many())
     assert all(r.text.startswith("QUESTION:") for r in replies)
-    assert client.stats()["retries"] == stub.stats()["faults_injected"]["p_garbled"] > 0
+    assert client.stats().retries == stub.stats()["faults_injected"]["p_garbled"] > 0
 
 
 def test_empty_choices_get_one_retry_then_fail(stub: StubTeacher, make_config) -> None:
@@ -177,7 +177,7 @@ def test_empty_choices_get_one_retry_then_fail(stub: StubTeacher, make_config) -
     assert failed.value.reason == "empty_reply"
     assert stub.stats()["requests"] == 2
     # The server billed the prompts of both empty replies; the ledger and the budget count them.
-    assert client.stats()["usage"]["prompt_tokens"] == client.limiter.snapshot()["prompt_tokens"] > 0
+    assert client.stats().usage["prompt_tokens"] == client.limiter.snapshot()["prompt_tokens"] > 0
 
 
 def test_missing_usage_is_estimated_and_flagged(stub: StubTeacher, make_config) -> None:
@@ -187,7 +187,7 @@ def test_missing_usage_is_estimated_and_flagged(stub: StubTeacher, make_config) 
     assert reply.tokens_estimated
     served = stub.stats()["completion_tokens"]  # what the stub would have reported (words * 1.3)
     assert 0.5 * served <= reply.completion_tokens <= 2 * served
-    assert client.stats()["usage"]["estimated_replies"] == 1
+    assert client.stats().usage["estimated_replies"] == 1
 
 
 def test_hung_request_times_out_and_the_server_lets_go(stub: StubTeacher, make_config) -> None:
@@ -199,7 +199,7 @@ def test_hung_request_times_out_and_the_server_lets_go(stub: StubTeacher, make_c
     assert failed.value.reason == "timeout" and "after 2 attempt(s)" in failed.value.detail
     # Each attempt hung and was given up by the client: two requests, one back-off between them.
     assert stub.stats()["requests"] == 2 and stub.stats()["faults_injected"] == {"p_hang": 2}
-    assert len(clock.sleeps) == 1 and client.stats()["failures"] == {"timeout": 1}
+    assert len(clock.sleeps) == 1 and client.stats().failures == {"timeout": 1}
     deadline = time.monotonic() + 5
     while stub.stats()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.02)
