@@ -7,6 +7,7 @@ from typing import Any
 
 from instructflow.actors import metrics
 from instructflow.actors.limiter import RemoteLimiter, teacher_gate
+from instructflow.config import TeacherConfig
 from instructflow.instructors.teacher.client import TeacherClient
 
 
@@ -21,7 +22,7 @@ def _observe(event: dict[str, Any]) -> None:
         metrics.inc("completion_tokens", event["completion_tokens"], **labels)
 
 
-def make_teacher(teacher_config: Any, base_url: str, scope: str = "") -> TeacherClient:
+def make_teacher(teacher_config: TeacherConfig, base_url: str, scope: str = "") -> TeacherClient:
     """A TeacherClient sharing the cluster-wide rate limiter and budget of its run's endpoint."""
     t = teacher_config
     gate = teacher_gate(base_url, t.model, t.limits, t.budget, scope=scope)

@@ -11,9 +11,9 @@ import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from instructflow.actors.core.stage import Outcome, Stage
+from instructflow.config import LlmJudge, Rules
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import load_template
 from instructflow.instructors.teacher.api import (
@@ -48,7 +48,7 @@ class Verdict:
 class RuleFilter:
     """The rule part of the chain; `check` returns the reject reason or None."""
 
-    def __init__(self, rules: Any) -> None:
+    def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self._refusal = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE) if rules.refusals else None
         words = [re.escape(w) for w in rules.banned_words if w.strip()]
@@ -89,7 +89,7 @@ def parse_judgement(reply: str) -> tuple[float | None, str | None]:
 class JudgeChain:
     """Rules, then the LLM judge when `llm.enabled`. One instance per judge actor."""
 
-    def __init__(self, rules: Any, llm: Any, prompts_dir: Path | None = None) -> None:
+    def __init__(self, rules: Rules, llm: LlmJudge, prompts_dir: Path | None = None) -> None:
         self.rules = RuleFilter(rules)
         self.llm = llm
         self.template = None

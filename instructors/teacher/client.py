@@ -33,6 +33,7 @@ from typing import Any
 
 import openai
 
+from instructflow.config import TeacherConfig
 from instructflow.instructors.teacher.api import (
     CALL_HEADER,
     CATEGORY_HEADER,
@@ -97,7 +98,7 @@ class TeacherClient:
 
     def __init__(
         self,
-        config: Any,
+        config: TeacherConfig,
         limiter: Any = None,
         *,
         base_url: str | None = None,
