@@ -20,7 +20,7 @@ RUN_LIMIT_S = 200.0  # two private Ray starts and a short run: 60-110 s on a loa
 @pytest.mark.fault(
     fault="soak, seed {seed}: random actor kills, a 429 burst, a whole-run SIGKILL and resume",
     expected="complete at exactly the targets, or exit 1 naming why only a worn-out category was given up; "
-    "unique ids, no near-duplicates",
+    "unique ids, no near-duplicates, balanced books",
 )
 def test_soak_run_ends_as_promised(seed, tmp_path):
     result = soak(draw_plan(seed, quick=True), tmp_path, RUN_LIMIT_S)

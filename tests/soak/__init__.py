@@ -13,7 +13,9 @@ requests, after a drawn delay.
 Every run must end either complete (exit 0, exactly the target per category, unique ids, no
 near-duplicates, every part intact) or with exit 1 naming a reason ("novelty saturated", "no
 progress") for each category given up, where only worn-out categories may be given up and every
-other category is still complete. The CI part is tests/integration/test_soak.py.
+other category is still complete; and the final summary's books must balance (generated =
+accepted + rejected + dropped + lost, nothing in flight). The CI part is
+tests/integration/test_soak.py.
 """
 
 from tests.soak.plan import Plan, draw_plan

@@ -105,7 +105,7 @@ def run_until_exit(injector: Injector, config: Path, workdir: Path, result: Resu
 
 def judge(result: Result, rc: int, out: Path) -> None:
     """Complete, or given up with a named reason for worn-out categories only, the others complete;
-    in both cases unique ids, no near-duplicates and every committed part intact."""
+    in both cases unique ids, no near-duplicates, every committed part intact and balanced books."""
     plan, log = result.plan, result.logs[-1].read_text()
     try:
         rows = read_parts(out) if (out / "manifest.jsonl").exists() else []
@@ -120,6 +120,8 @@ def judge(result: Result, rc: int, out: Path) -> None:
         short = {c: result.rows[c] for c in given_up}
         assert all(n < plan.targets[c] for c, n in short.items()), f"given up at its target: {short}"
         check_dataset(out, {**plan.targets, **short}, THRESHOLD)
+        off = unbalanced_books(log, plan.targets)
+        assert not off, f"the final summary's books do not balance: {off}"
     except AssertionError as exc:
         result.outcome = f"FAILED: {exc}"
         return
@@ -135,6 +137,27 @@ def named_reasons(log: str) -> dict[str, str]:
         return {}
     parts = dict(p.split(": ", 1) for p in match.group(1).split("; ") if ": " in p)
     return {c: r for c, r in parts.items() if r.startswith(GIVE_UP_REASONS)}
+
+
+def unbalanced_books(log: str, targets: dict[str, int]) -> dict[str, str]:
+    """Categories whose books in the final summary table do not add up: generated must equal
+    accepted + rejected + dropped + lost, with nothing in flight (README: "the books are exact")."""
+    header, books = None, {}
+    for line in log.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if cells and cells[0] == "category":
+            header = cells
+        elif header and len(cells) == len(header):
+            numbers = (float(c.replace(",", "")) for c in cells[1:])
+            books[cells[0].removesuffix(" (given up)")] = dict(zip(header[1:], numbers, strict=True))
+    off = {}
+    for cat in targets:
+        b = books.get(cat)
+        if b is None:
+            off[cat] = "not in a summary table"
+        elif b["generated"] != b["accepted"] + b["rejected"] + b["dropped"] + b["lost"] or b["in flight"]:
+            off[cat] = ", ".join(f"{k} {b[k]:g}" for k in ("generated", "accepted", "rejected", "dropped", "lost", "in flight"))
+    return off
 
 
 def table(results: list[Result]) -> str:
