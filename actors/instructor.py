@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any
 
 import ray
 
 from instructflow.actors import metrics
 from instructflow.actors.core.coalesce import Coalescer
-from instructflow.actors.core.ledger import Ledger, members
+from instructflow.actors.core.ledger import Ledger, Report, Reporter, members
 from instructflow.actors.core.producer import Producer, ProducerStats
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.actors.novelty import pack
@@ -47,7 +48,9 @@ class InstructorActor:
         # waits for its own items to be in the queue, so a full queue holds its producer back.
         to_novelty: Coalescer[Any] = Coalescer(lambda items: novelty.put_batch.remote(items))
         to_judge: Coalescer[Candidate] = Coalescer(lambda items: judge.put_batch.remote(items))
-        to_ledger: Coalescer[Ledger] = Coalescer(lambda deltas: ledger.record.remote(_merged(deltas)))
+        # Each report carries the replica's running total: the newest of a batch says it all.
+        reporter = Reporter(f"instructor:{category}:{replica}/{uuid.uuid4().hex[:12]}")
+        to_ledger: Coalescer[Report] = Coalescer(lambda reports: ledger.submit.remote(reports[-1]))
 
         async def emit_novelty(cands: list[Candidate]) -> None:
             metrics.inc("candidates", len(cands), category=category, stage="parsed")
@@ -64,7 +67,7 @@ class InstructorActor:
             return await answers.take.remote(max_items, timeout)
 
         async def report(delta: Ledger) -> None:
-            await to_ledger.submit([delta])
+            await to_ledger.submit([reporter.add(delta)])
 
         async def emit_judge(cands: list[Candidate]) -> None:
             await to_judge.submit(cands)
@@ -117,9 +120,3 @@ class InstructorActor:
         stats.teacher = self.teacher.stats()
         return stats
 
-
-def _merged(deltas: list[Ledger]) -> Ledger:
-    total = Ledger()
-    for delta in deltas:
-        total.add(delta)
-    return total

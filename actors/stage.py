@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from instructflow.actors import metrics
-from instructflow.actors.core.ledger import Accounts, Ledger
+from instructflow.actors.core.ledger import Accounts, Ledger, Report, Reporter
 from instructflow.actors.core.stage import Outcome, Stage, StageLoop, StageStats
 from instructflow.instructors.record import Candidate
 
@@ -47,16 +47,22 @@ def observe(stage: str, outcome: Outcome) -> None:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class LedgerActor:
-    """The run's books (`core.ledger.Accounts`). It only adds numbers; it lives with the driver."""
+    """The run's books (`core.ledger.Accounts`). It only keeps numbers; it lives with the driver,
+    and if it restarts anyway the driver restores it from its last snapshot."""
 
     def __init__(self) -> None:
         self.accounts = Accounts()
+        self.incarnation = uuid.uuid4().hex[:12]
 
-    def record(self, delta: Ledger) -> None:
-        self.accounts.record(delta)
+    def submit(self, report: Report) -> None:
+        self.accounts.submit(report)
 
-    def snapshot(self) -> Ledger:
-        return self.accounts.snapshot()
+    def restore(self, reports: dict[str, Report]) -> None:
+        self.accounts.restore(reports)
+
+    def snapshot(self) -> tuple[Ledger, dict[str, Report], str]:
+        """The books, the reports they sum, and this ledger's incarnation."""
+        return self.accounts.snapshot(), dict(self.accounts.reports), self.incarnation
 
 
 class Edges:
@@ -89,6 +95,7 @@ class StageActor:
         self.role = role
         self.incarnation = uuid.uuid4().hex[:12]
         self.edges = Edges(names)
+        self.reporter = Reporter(f"{role}/{self.incarnation}")
         self.core = build()
         self.loop = StageLoop(
             self.core,
@@ -111,7 +118,7 @@ class StageActor:
         await self.edges(edge).put_batch.remote(items)
 
     async def _report(self, delta: Ledger) -> None:
-        await self.edges("ledger").record.remote(delta)
+        await self.edges("ledger").submit.remote(self.reporter.add(delta))
 
     def _log_rejects(self, rejects: list[tuple[Candidate, str]]) -> None:
         self.edges("rejects").call.remote("log_rejects", rejects)  # fire and forget: a log, not the books

@@ -181,7 +181,7 @@ def novelty_rate(cands: list, threads: int, workers: int, args: argparse.Namespa
     started = time.perf_counter()
     ray.get([w.run.remote() for w in pool])  # (no polling while timed: it would take CPU from them)
     elapsed = time.perf_counter() - started
-    total = ray.get(books.snapshot.remote())
+    total = ray.get(books.snapshot.remote())[0]
     decided = sum(total.passed.values()) + sum(total.rejected.values())
     assert decided == len(cands), f"{decided} of {len(cands)} candidates were admitted or rejected"
     for actor in [*pool, gate, books, *shards, *queues.values()]:

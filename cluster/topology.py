@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from instructflow.actors.core.ledger import Ledger
+from instructflow.actors.core.ledger import Ledger, Report, Reporter
 from instructflow.cluster.accounting import Progress
 from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
@@ -34,6 +34,9 @@ class Topology:
     instructors: dict[str, list[Any]]  # category -> InstructorActor replicas
     loops: dict[Any, str] = field(default_factory=dict)  # running loop's ObjectRef -> replica role
     baseline: dict[str, int] = field(default_factory=dict)  # rows committed before this run started
+    reporter: Reporter = field(default_factory=lambda: Reporter("driver"))  # what the driver drops
+    books: dict[str, Report] = field(default_factory=dict)  # the ledger's reports at the last snapshot
+    ledger_incarnation: str | None = None
 
     @property
     def writer(self) -> Any:
@@ -206,13 +209,13 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
     import ray
 
     refs = {
-        "books": topo.ledger.snapshot.remote(),
+        "books": _books(topo, timeout),
         "instructors": [a.stats.remote() for a in topo.all_instructors()],
         "stages": [a.stats.remote() for replicas in topo.stages.values() for a in replicas],
         "queues": [q.stats.remote() for q in topo.queues.values()],
         "gate": topo.gate.stats.remote(),
     }
-    got = {k: ray.get(v, timeout=timeout) for k, v in refs.items()}
+    got = {k: v if k == "books" else ray.get(v, timeout=timeout) for k, v in refs.items()}
     p = Progress(targets={n: p.count for n, p in config.categories.items()}, books=got["books"])
     p.vectors = got["gate"].vectors
     for q in got["queues"]:
@@ -247,6 +250,18 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
     return p
 
 
+def _books(topo: Topology, timeout: float) -> Ledger:
+    """The ledger's books; a ledger that restarted empty is first restored from the last copy."""
+    import ray
+
+    books, reports, incarnation = ray.get(topo.ledger.snapshot.remote(), timeout=timeout)
+    if topo.ledger_incarnation not in (None, incarnation) and topo.books:
+        ray.get(topo.ledger.restore.remote(topo.books), timeout=timeout)
+        books, reports, incarnation = ray.get(topo.ledger.snapshot.remote(), timeout=timeout)
+    topo.books, topo.ledger_incarnation = reports, incarnation
+    return books
+
+
 # Failed calls only the instructor sees (the HTTP request itself succeeded): the reply could not be
 # parsed, or the instructor's own code raised. Other failure reasons come from the teacher client.
 PRODUCER_FAILURES = ("unparseable", "instructor_error")
@@ -279,7 +294,7 @@ def retire_queue(topo: Topology, queue: str, reason: str) -> None:
     if gone:
         delta = Ledger()
         delta.dropped.update({(cat, reason): n for cat, n in gone.items()})
-        ray.get(topo.ledger.record.remote(delta))
+        ray.get(topo.ledger.submit.remote(topo.reporter.add(delta)))
 
 
 def teardown(config: Config, topo: Topology | None, base_url: str | None) -> None:

@@ -13,6 +13,7 @@ in flight until it reaches exactly one terminal state:
 Every stage records what it decided in the run's `Accounts` *before* it passes anything on (see
 `core.stage.StageLoop`), so a stage that dies after recording has its decisions counted, and one
 that dies before recording leaves its whole batch to be counted as lost: never both, never neither.
+Each replica sends its running total (`Reporter`), so the books survive the ledger's own restart.
 """
 
 from __future__ import annotations
@@ -102,22 +103,68 @@ class Ledger:
         return out
 
 
-class Accounts:
-    """The run's books: the sum of every delta any stage reported. Ray-free core of `LedgerActor`.
+def _copy(ledger: Ledger) -> Ledger:
+    copy = Ledger()
+    copy.add(ledger)
+    return copy
 
-    Deltas carry the reporter's name only for the display; the books are one sum, so a stage that
-    restarts simply goes on reporting (its earlier deltas stay counted).
+
+@dataclass
+class Report:
+    """A reporter's running total: everything it has recorded since it started, numbered."""
+
+    reporter: str  # e.g. "novelty:0/3f2a9c1b7d4e" (role and incarnation)
+    seq: int
+    total: Ledger
+
+
+class Reporter:
+    """Keeps one replica's running total and numbers its reports. Sending totals rather than deltas
+    makes the books rebuildable: a restarted ledger gets every live replica's whole total with its
+    next report, and the driver's copy of the last snapshot for replicas that are gone."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seq = 0
+        self.total = Ledger()
+
+    def add(self, delta: Ledger) -> Report:
+        self.total.add(delta)
+        self.seq += 1
+        return Report(self.name, self.seq, _copy(self.total))
+
+
+class Accounts:
+    """The run's books: the latest running total of every reporter. Ray-free core of `LedgerActor`.
+
+    A report never counts twice (a reporter's newer total replaces its older one), and a ledger
+    that restarted empty is made whole again by `restore` with the driver's last copy.
     """
 
     def __init__(self) -> None:
-        self.total = Ledger()
-        self.reports = 0
+        self.reports: dict[str, Report] = {}
+        self._local = Reporter("local")  # `record` from this process (tests, benchmarks)
 
     def record(self, delta: Ledger) -> None:
-        self.total.add(delta)
-        self.reports += 1
+        """Adds a delta reported from this process."""
+        self.submit(self._local.add(delta))
+
+    def submit(self, report: Report) -> None:
+        old = self.reports.get(report.reporter)
+        if old is None or report.seq > old.seq:
+            self.reports[report.reporter] = report
+
+    def restore(self, reports: dict[str, Report]) -> None:
+        """Takes back totals this ledger lost (it restarted); newer ones it already has stay."""
+        for report in reports.values():
+            self.submit(report)
 
     def snapshot(self) -> Ledger:
-        snap = Ledger()
-        snap.add(self.total)
-        return snap
+        total = Ledger()
+        for report in self.reports.values():
+            total.add(report.total)
+        return total
+
+    @property
+    def total(self) -> Ledger:
+        return self.snapshot()

@@ -99,8 +99,12 @@ KILLS = [
     ("queue:novelty", "ray.kill", "the novelty queue killed (ray.kill); restarts empty"),
     ("queue:answer:general", "ray.kill", "an answer queue killed (ray.kill); restarts empty"),
     ("teacher-limiter", "ray.kill", "the run's teacher rate limiter killed (ray.kill); its window is lost"),
+    ("ledger", "ray.kill", "the run's books (ledger) killed (ray.kill); the driver restores them"),
 ]
-EXPECTED = "Ray restarts it; run ends at exactly the target, unique ids, no near-duplicates, all parts readable"
+EXPECTED = (
+    "Ray restarts it; run ends at exactly the target, unique ids, no near-duplicates, all parts readable, "
+    "books balance"
+)
 
 
 def full_name(config: Any, role: str) -> str:
@@ -150,6 +154,9 @@ def test_run_survives_actor_death(ray_local, slow_stub, tmp_path, role, how):
     assert len(killer.pids) == len(role.split("+")), killer.pids
     assert progress.all_done()
     check_dataset(out, TARGETS, THRESHOLD)
+    for cat in TARGETS:  # every generated candidate is accepted, rejected, dropped or lost
+        assert progress.generated[cat] == progress.books.terminal(cat) + progress.lost[cat], cat
+        assert progress.books.accepted[cat] == TARGETS[cat], cat
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:

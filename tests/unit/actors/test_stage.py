@@ -184,3 +184,25 @@ def test_queue_counts_candidates_per_category_and_group_members_each():
     first, stats = asyncio.run(main())
     assert first == {"a": 3, "b": 1}
     assert stats.by_category == {"a": 1, "b": 1} and stats.depth == 2 and stats.name == "novelty"
+
+
+def test_the_books_keep_each_reporters_newest_total_and_survive_a_ledger_restart():
+    from instructflow.actors.core.ledger import Ledger, Reporter
+
+    def delta(n):
+        d = Ledger()
+        d.generate(cands("a", n))
+        return d
+
+    one, two = Reporter("instructor:a:0/x"), Reporter("novelty:0/y")
+    books = Accounts()
+    first, second = one.add(delta(3)), one.add(delta(2))
+    books.submit(second)
+    books.submit(first)  # late and older: ignored, never counted twice
+    books.submit(two.add(delta(4)))
+    assert books.snapshot().generated["a"] == 9
+    saved = dict(books.reports)  # the driver's copy at its last snapshot
+    restarted = Accounts()
+    restarted.submit(two.add(delta(1)))  # a live reporter sends its whole total: 5
+    restarted.restore(saved)  # the driver restores what the ledger lost, keeping newer totals
+    assert restarted.snapshot().generated["a"] == 5 + 5

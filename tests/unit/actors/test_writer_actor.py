@@ -75,7 +75,7 @@ def test_the_writer_stage_commits_rows_and_a_killed_writer_resumes_from_the_mani
     wait_for(lambda: accepted() == 25, "25 accepted rows")
     ray.get(queue.close.remote())
     ray.get(loop, timeout=30)
-    total = ray.get(books.snapshot.remote())
+    total = ray.get(books.snapshot.remote())[0]
     assert total.accepted == {}  # the writer's acceptance is read from the manifest, not the books
     # rows offered again once committed are dropped as duplicates, never written twice
     assert total.dropped[("general", "duplicate_id")] >= 3
