@@ -239,11 +239,11 @@ class NoveltyStage(Stage):
 
     name = "novelty"
 
-    def __init__(self, encode: Encode, admit: Admit, batch_size: int = 256, concurrency: int = 2) -> None:
+    def __init__(self, encode: Encode, admit: Admit, batch_size: int = 256, concurrency: int = 3) -> None:
         self.encode = encode
         self.admit = admit
         self.batch_size = batch_size
-        # Two batches at once: one encodes while the other waits for the gate.
+        # Three batches at once: one encodes while up to two wait for the gate and pass on.
         self.concurrency = concurrency
         self.seen: set[str] = set()
         self.encode_s = 0.0

@@ -82,6 +82,8 @@ class Producer:
         self.max_failures_in_a_row = max_failures_in_a_row  # 0: never give up
         self.failed_in_a_row = 0
         self.slots = asyncio.Semaphore(concurrency)
+        self._emitting = asyncio.Semaphore(concurrency)
+        self._emits: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set whenever the quota or the calls in flight change
         self.quota = 0  # candidates this replica may still generate; set by the driver
         self.calls_in_flight = 0
@@ -117,6 +119,8 @@ class Producer:
         loops = [self._generate_loop() for _ in range(self.concurrency)]
         loops.append(self._answer_loop())
         await asyncio.gather(*loops)
+        if self._emits:
+            await asyncio.gather(*self._emits)
 
     def _may_generate(self) -> bool:
         return self.generating and not self.stopping and self.quota - self.calls_in_flight * self.batch_size > 0
@@ -144,17 +148,26 @@ class Producer:
                 self.on_event("reject", 1, "parse", "unparseable")
                 continue
             self.quota -= len(cands)
+            # The next call starts while these are recorded and queued; at most `concurrency`
+            # emits wait at once, so a full novelty queue still holds generation back.
+            await self._emitting.acquire()
             self.held += len(cands)
-            try:
-                delta = Ledger()
-                delta.generate(cands)
-                await self.report(delta)  # counted as generated before they can reach anyone
-                await self.emit_novelty(cands)
-            except QueueClosed as exc:
-                await self._drop(cands[exc.delivered :] if exc.rest is None else exc.rest, exc.reason)
-                return
-            finally:
-                self.held -= len(cands)
+            task = asyncio.create_task(self._emit(cands))
+            self._emits.add(task)
+            task.add_done_callback(self._emits.discard)
+
+    async def _emit(self, cands: list[Candidate]) -> None:
+        try:
+            delta = Ledger()
+            delta.generate(cands)
+            await self.report(delta)  # counted as generated before they can reach anyone
+            await self.emit_novelty(cands)
+        except QueueClosed as exc:
+            await self._drop(cands[exc.delivered :] if exc.rest is None else exc.rest, exc.reason)
+            self.generating = False  # the novelty queue is closed for good
+        finally:
+            self.held -= len(cands)
+            self._emitting.release()
 
     async def _answer_loop(self) -> None:
         """One taker for the answer queue: it takes as many admitted candidates as there are free
