@@ -49,17 +49,6 @@ class Ledger:
         for name in ("generated", "accepted", "rejected", "dropped", "passed"):
             getattr(self, name).update(getattr(other, name))
 
-    def __bool__(self) -> bool:
-        return any((self.generated, self.accepted, self.rejected, self.dropped, self.passed))
-
-    def take(self) -> Ledger:
-        """This ledger's counts, leaving it empty (a stage reports its deltas this way)."""
-        taken = Ledger(self.generated, self.accepted, self.rejected, self.dropped, self.passed)
-        self.generated, self.accepted, self.rejected, self.dropped, self.passed = (
-            Counter(), Counter(), Counter(), Counter(), Counter()
-        )
-        return taken
-
     # ------------------------------------------------------------------ recording
     def generate(self, cands: Iterable[Candidate]) -> None:
         self.generated.update(c.category for c in cands)
@@ -77,10 +66,6 @@ class Ledger:
         self.passed.update((stage, c.category) for c in cands)
 
     # ------------------------------------------------------------------ reading
-    def categories(self) -> set[str]:
-        cats = set(self.generated) | set(self.accepted)
-        return cats | {c for c, _ in self.rejected} | {c for c, _ in self.dropped}
-
     def terminal(self, category: str) -> int:
         """Candidates of `category` accepted, rejected or dropped."""
         return (
