@@ -49,6 +49,10 @@ class Ledger:
         for name in ("generated", "accepted", "rejected", "dropped", "passed"):
             getattr(self, name).update(getattr(other, name))
 
+    def __bool__(self) -> bool:
+        """True when anything at all was counted."""
+        return any((self.generated, self.accepted, self.rejected, self.dropped, self.passed))
+
     # ------------------------------------------------------------------ recording
     def generate(self, cands: Iterable[Candidate]) -> None:
         self.generated.update(c.category for c in cands)

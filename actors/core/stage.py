@@ -148,7 +148,7 @@ class StageLoop:
         try:
             while (not ended or running) and stage.fatal is None:
                 if taking is None and not ended and len(running) < stage.concurrency and not looked_ahead:
-                    taking = asyncio.create_task(self._take(stage.batch_size, 0 if running else self.idle_timeout))
+                    taking = asyncio.create_task(self._take_batch(0 if running else self.idle_timeout))
                 waiting = running | ({taking} if taking else set())
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done & running:
@@ -156,10 +156,10 @@ class StageLoop:
                     looked_ahead = False
                     task.result()  # a stage's own error ends the loop (and fails the run)
                 if taking in done:
-                    items, ended = taking.result()
+                    batch, ended = taking.result()
                     taking = None
-                    if items:
-                        running.add(asyncio.create_task(self._handle(members(items))))
+                    if batch:
+                        running.add(asyncio.create_task(self._handle(batch)))
                     elif running:
                         looked_ahead = True
                     elif not ended:
@@ -169,11 +169,21 @@ class StageLoop:
         finally:
             for task in [*running, *([taking] if taking else [])]:
                 task.cancel()
+            if taking is not None and taking.done() and not taking.cancelled() and taking.exception() is None:
+                batch, _ = taking.result()  # taken, never started: released (the replica ends anyway)
+                self.held.subtract(c.category for c in batch)
             self.ended = True
+
+    async def _take_batch(self, timeout: float) -> tuple[list[Candidate], bool]:
+        items, ended = await self._take(self.stage.batch_size, timeout)
+        batch = members(items)
+        # Held from the moment they left the queue: a replica that dies before it starts on them
+        # holds them too.
+        self.held.update(c.category for c in batch)
+        return batch, ended
 
     async def _handle(self, batch: list[Candidate]) -> None:
         started = time.monotonic()
-        self.held.update(c.category for c in batch)
         try:
             outcome = await self.stage.process(batch)
             outcome.check(batch)
