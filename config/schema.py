@@ -61,6 +61,10 @@ class Limits(_Strict):
     tokens_per_minute: float | None = Field(None, gt=0)
     max_in_flight: int = Field(32, ge=1, le=4096)
     min_in_flight: int = Field(1, ge=1)  # AIMD never drops the allowed concurrency below this
+    # The window halves only when more than this share of a round's replies are 429s; fewer are
+    # taken as random 429s, which only delay the request that got them.
+    rate_limited_share: float = Field(0.35, gt=0, lt=1)
+    round_min_replies: int = Field(20, ge=1, le=10_000)  # a round judges at least this many replies
 
 
 class Embedded(_Strict):
@@ -74,10 +78,23 @@ class Embedded(_Strict):
     threads: int = Field(2, ge=1, le=64)
 
 
+class TeacherBatch(_Strict):
+    """`teacher.mode: batch`: how requests are gathered into OpenAI Batch API jobs (half the price,
+    results within the 24 h completion window; docs/teacher-client.md, "Batch mode")."""
+
+    max_requests: int = Field(2000, ge=1, le=50_000)  # lines per batch (the API takes up to 50,000)
+    max_wait_s: float = Field(60.0, gt=0, le=86_400)  # a batch leaves once its first line waited this long
+    poll_interval_s: float = Field(30.0, gt=0, le=3600)  # how often each awaited batch is looked up
+    max_batch_attempts: int = Field(3, ge=1, le=20)  # batches a line may be sent in (expired, failed, cancelled)
+    generate: bool = False  # generating calls too (else only answers, judges and calls on a candidate)
+    price_factor: float = Field(0.5, gt=0, le=1)  # share of teacher.budget.prices a batched token costs
+
+
 class TeacherConfig(_Strict):
     """Where requests go and how they are sent."""
 
     kind: Literal["openai", "embedded"] = "openai"
+    mode: Literal["sync", "batch"] = "sync"  # batch: through the Batch API (kind openai only)
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
     api_key_env: str | None = "OPENAI_API_KEY"  # the *name* of the variable; never the key itself
@@ -92,6 +109,13 @@ class TeacherConfig(_Strict):
     limits: Limits = Field(default_factory=Limits)
     budget: Budget = Field(default_factory=Budget)
     embedded: Embedded = Field(default_factory=Embedded)
+    batch: TeacherBatch = Field(default_factory=TeacherBatch)
+
+    @model_validator(mode="after")
+    def _batch_needs_openai(self) -> TeacherConfig:
+        if self.mode == "batch" and self.kind == "embedded":
+            raise ValueError("mode: batch needs kind: openai (the embedded teacher has no Batch API)")
+        return self
 
     @field_validator("api_key_env")
     @classmethod
@@ -183,7 +207,7 @@ class Writer(_Strict):
     rows_per_part: int = Field(1000, ge=1, le=10_000_000)
     flush_interval_s: float = Field(5.0, gt=0, le=3600)
     keep_rejects: bool = True  # write rejected candidates (with reason) to rejects.jsonl
-    exports: list[Literal["jsonl", "sharegpt", "alpaca"]] = Field(default_factory=lambda: ["jsonl"])
+    exports: list[Literal["jsonl", "sharegpt", "alpaca", "airoboros-2.0", "openai-chat"]] = Field(default_factory=lambda: ["jsonl"])
 
 
 class Placement(_Strict):

@@ -6,7 +6,7 @@ rate limits, the AIMD window and the budget apply to retries too. How each failu
 
 | failure                                   | retried? | counted as        | ends as                |
 |-------------------------------------------|----------|-------------------|------------------------|
-| 429 (Retry-After also pauses the group)   | yes      | rate_limited      | RequestFailed          |
+| 429 (waits its Retry-After; see limits)   | yes      | rate_limited      | RequestFailed          |
 | 5xx, 408, 409                             | yes      | server_error      | RequestFailed          |
 | timeout, connection error                 | yes      | timeout/connection| RequestFailed          |
 | garbled or truncated JSON body            | yes      | server_error      | RequestFailed          |

@@ -7,9 +7,19 @@ two calls the request is "in flight". The limiter admits a request only when all
   so the overshoot is bounded by what was already in flight),
 - no group pause is in force (a server's Retry-After pauses every caller, not just one request),
 - the requests-per-minute and tokens-per-minute buckets have room,
-- fewer requests are in flight than the AIMD window allows: a 429 halves the window (at most once
-  per round trip), each success adds 1/window, so the window grows by about one per window-full of
-  successes, up to `Limits.max_in_flight`.
+- fewer requests are in flight than the AIMD window allows. Each success adds 1/window, so the
+  window grows by about one per window-full of successes, up to `Limits.max_in_flight`. 429s are
+  judged per round (a window-full of replies, at least `Limits.round_min_replies`): only when more
+  than `Limits.rate_limited_share` of a round's replies are 429s is the server taken to be over
+  capacity; then the window halves, once for that round, and the largest Retry-After of the round
+  pauses every caller. A 429 below that share is noise (providers answer some 429s at random): only
+  the request that got it waits its Retry-After and tries again, and nobody else slows down.
+
+Why a share and not every 429: under 20 % random 429s, halving once per round trip settles the
+window near 3 (each round of 10 almost surely holds a 429), a third of the throughput. A server that
+really answers 429 above a fixed concurrency C keeps the share above the tolerance whenever the
+window exceeds about 1.5 C, so the window still settles near C (docs/teacher-client.md has the
+simulation and the measured runs).
 
 Waiting callers queue in FIFO order behind one "head" caller, so a wake-up costs O(1), not O(waiters).
 """
@@ -68,6 +78,12 @@ class RateLimiter:
         self.max_in_flight = int(limits.max_in_flight)
         self.min_in_flight = max(1, min(int(limits.min_in_flight), self.max_in_flight))
         self.window = float(self.max_in_flight)  # the AIMD window; floor() is the admitted concurrency
+        self.tolerated_share = float(getattr(limits, "rate_limited_share", 0.35))
+        self.round_min = int(getattr(limits, "round_min_replies", 20))
+        self._round_seen = 0  # replies (ok or 429) judged in the current round
+        self._round_limited = 0  # of which 429s
+        self._round_retry_after = 0.0  # the largest Retry-After of the round's 429s
+        self.decreases = 0
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         self.requests = TokenBucket(rpm, self.clock) if rpm else None
         self.tokens = TokenBucket(tpm, self.clock) if tpm else None
@@ -193,6 +209,7 @@ class RateLimiter:
         prompt_tokens: int,
         completion_tokens: int,
         retry_after_s: float | None = None,
+        price_factor: float = 1.0,
     ) -> None:
         """Ends one in-flight request: charges its tokens, adapts the window, applies a pause.
 
@@ -202,6 +219,7 @@ class RateLimiter:
             model: the model that answered (selects the price).
             prompt_tokens / completion_tokens: what the server charged (0 when it charged nothing).
             retry_after_s: a server-requested wait; pauses every caller of this limiter.
+            price_factor: share of the model's price these tokens cost (0.5 for Batch API lines).
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
@@ -211,14 +229,35 @@ class RateLimiter:
         used = max(0, int(prompt_tokens)) + max(0, int(completion_tokens))
         if self.tokens:
             self.tokens.take(used - est)  # refund or charge the difference from the estimate
-        self.add_spent(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model)
-        if outcome == "rate_limited" and not in_round:
-            self._decrease()
-        elif outcome == "ok":
+        self.add_spent(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model, price_factor=price_factor
+        )
+        if outcome == "ok":
             self.window = min(float(self.max_in_flight), self.window + 1.0 / max(self.window, 1.0))
-        if retry_after_s is not None and retry_after_s > 0:
-            self.paused_until = max(self.paused_until, self.clock.monotonic() + retry_after_s)
+        if outcome in ("ok", "rate_limited") and not in_round:
+            self._judge_round(outcome == "rate_limited", retry_after_s)
         self._changed.set()
+
+    def _judge_round(self, limited: bool, retry_after_s: float | None) -> None:
+        """Counts one reply into the current round and decides the round as soon as its outcome is
+        certain: over capacity once its 429s exceed the tolerated share of the round's full size,
+        healthy once the round is full without that."""
+        self._round_seen += 1
+        if limited:
+            self._round_limited += 1
+            self._round_retry_after = max(self._round_retry_after, retry_after_s or 0.0)
+        size = max(self.allowed, self.round_min)
+        if self._round_limited > self.tolerated_share * size:
+            self._decrease()
+            if self._round_retry_after > 0:
+                self.paused_until = max(self.paused_until, self.clock.monotonic() + self._round_retry_after)
+            self._new_round()
+        elif self._round_seen >= size:
+            self._new_round()
+
+    def _new_round(self) -> None:
+        self._round_seen = self._round_limited = 0
+        self._round_retry_after = 0.0
 
     def _end_in_flight(self) -> float:
         """Takes one request out of flight; returns its share of the reserved estimate."""
@@ -241,10 +280,13 @@ class RateLimiter:
         # the requests still in flight now belong to the round that was just penalised.
         self.window = max(float(self.min_in_flight), self.window / 2.0)
         self._drain = self.in_flight
+        self.decreases += 1
 
-    def add_spent(self, *, prompt_tokens: int = 0, completion_tokens: int = 0, model: str = "") -> None:
+    def add_spent(
+        self, *, prompt_tokens: int = 0, completion_tokens: int = 0, model: str = "", price_factor: float = 1.0
+    ) -> None:
         """Charges tokens to the budget without a request (e.g. usage already spent before a
-        restart or resume)."""
+        restart or resume); `price_factor` scales their price (Batch API lines cost half)."""
         prompt, completion = max(0, int(prompt_tokens)), max(0, int(completion_tokens))
         self.prompt_tokens += prompt
         self.completion_tokens += completion
@@ -253,9 +295,10 @@ class RateLimiter:
             price = self._price(model)
             if price is None:
                 self.unpriced_tokens += prompt + completion
-                self.spent_usd += (prompt + completion) * self._highest_price() / 1000.0
+                self.spent_usd += (prompt + completion) * self._highest_price() * price_factor / 1000.0
             else:
-                self.spent_usd += (prompt * price.prompt_per_1k + completion * price.completion_per_1k) / 1000.0
+                cost = prompt * price.prompt_per_1k + completion * price.completion_per_1k
+                self.spent_usd += cost * price_factor / 1000.0
         self._changed.set()
 
     def _price(self, model: str) -> Any | None:
@@ -293,6 +336,7 @@ class RateLimiter:
             "paused_until": self.paused_until if self.paused_until > now else None,
             "pause_left_s": max(0.0, self.paused_until - now),
             "outcomes": dict(self.outcomes),
+            "window_decreases": self.decreases,
             "unmatched_releases": self.unmatched_releases,
         }
 

@@ -60,9 +60,9 @@ def test_try_acquire_admits_only_what_may_start_now_and_never_jumps_the_queue() 
     asyncio.run(scenario())
 
 
-def test_aimd_window_halves_once_per_round_trip_in_a_429_storm() -> None:
+def test_aimd_window_halves_once_per_round_in_a_429_storm() -> None:
     async def scenario() -> list[int]:
-        lim = RateLimiter(Limits(max_in_flight=16, min_in_flight=1))
+        lim = RateLimiter(Limits(max_in_flight=16, min_in_flight=1, round_min_replies=4))
         seen = []
         for _ in range(6):  # each round: fill the window, every request gets a 429
             n = lim.allowed
@@ -73,14 +73,48 @@ def test_aimd_window_halves_once_per_round_trip_in_a_429_storm() -> None:
             seen.append(lim.allowed)
         return seen
 
-    # 16 requests all answered 429 halve the window once, not 16 times.
+    # 16 requests all answered 429 halve the window once, not 16 times; below the round's minimum
+    # size (4 replies) a round needs more than a third of 4 replies to be 429s.
     assert asyncio.run(scenario()) == [8, 4, 2, 1, 1, 1]
+
+
+def _random_429_rounds(share: float, rounds: int, window: int) -> RateLimiter:
+    """Runs `rounds` full windows in which every 1/share-th reply (spread evenly) is a 429."""
+
+    async def scenario() -> RateLimiter:
+        lim = RateLimiter(Limits(max_in_flight=window))
+        period = round(1 / share)
+        count = 0
+        for _ in range(rounds):
+            n = lim.allowed
+            for _ in range(n):
+                await lim.acquire(1)
+            for _ in range(n):
+                count += 1
+                await lim.release(**(limited(1.0) if count % period == 0 else ok()))
+        return lim
+
+    return asyncio.run(scenario())
+
+
+def test_random_429s_below_the_tolerated_share_neither_shrink_the_window_nor_pause_anyone() -> None:
+    lim = _random_429_rounds(share=0.2, rounds=30, window=10)
+    snap = lim.snapshot()
+    assert snap["outcomes"]["rate_limited"] >= 50  # a fifth of 300 replies were 429s ...
+    assert lim.allowed == 10 and snap["window_decreases"] == 0  # ... and the window stayed whole
+    assert snap["paused_until"] is None and lim.paused_until == 0.0  # only the 429's own request waits
+
+
+def test_429s_above_the_tolerated_share_halve_the_window_and_pause_the_group() -> None:
+    lim = _random_429_rounds(share=0.5, rounds=3, window=16)
+    assert lim.snapshot()["window_decreases"] >= 1 and lim.allowed < 16
+    assert lim.paused_until > 0  # a server over capacity pauses every caller for its Retry-After
 
 
 def test_aimd_floor_is_min_in_flight() -> None:
     async def scenario() -> int:
         lim = RateLimiter(Limits(max_in_flight=32, min_in_flight=4))
-        for _ in range(10):
+        for _ in range(60):
             await lim.acquire(1)
             await lim.release(**limited())
         return lim.allowed
@@ -90,8 +124,8 @@ def test_aimd_floor_is_min_in_flight() -> None:
 
 def test_aimd_recovers_about_one_per_window_of_successes() -> None:
     async def scenario() -> list[tuple[int, int]]:
-        lim = RateLimiter(Limits(max_in_flight=8, min_in_flight=1))
-        for _ in range(5):
+        lim = RateLimiter(Limits(max_in_flight=8, min_in_flight=1, round_min_replies=1))
+        for _ in range(20):
             await lim.acquire(1)
             await lim.release(**limited())
         assert lim.allowed == 1
@@ -115,10 +149,10 @@ def test_aimd_recovers_about_one_per_window_of_successes() -> None:
     assert 25 <= steps[-1][1] <= 31
 
 
-def test_retry_after_pauses_every_caller_in_virtual_time() -> None:
+def test_retry_after_of_an_overloaded_server_pauses_every_caller_in_virtual_time() -> None:
     async def scenario() -> ManualClock:
         clock = ManualClock()
-        lim = RateLimiter(Limits(max_in_flight=8), clock=clock)
+        lim = RateLimiter(Limits(max_in_flight=8, round_min_replies=1, rate_limited_share=0.1), clock=clock)
         await lim.acquire(1)
         await lim.release(**limited(retry_after_s=5.0))
         assert lim.snapshot()["pause_left_s"] == 5.0
@@ -132,7 +166,7 @@ def test_retry_after_pauses_every_caller_in_virtual_time() -> None:
 
 def test_group_pause_holds_concurrent_callers_in_real_time(recording_clock) -> None:
     async def scenario() -> tuple[float, list[float]]:
-        lim = RateLimiter(Limits(max_in_flight=8), clock=recording_clock)
+        lim = RateLimiter(Limits(max_in_flight=8, round_min_replies=1, rate_limited_share=0.1), clock=recording_clock)
         await lim.acquire(1)
         await lim.release(**limited(retry_after_s=0.3))
         paused_until = lim.paused_until

@@ -221,14 +221,27 @@ def test_observer_sees_every_attempt(stub: StubTeacher, make_config) -> None:
     assert all(e["latency_s"] >= 0 for e in events)
 
 
-def test_a_429_pauses_the_group_and_halves_the_window(stub: StubTeacher, make_config) -> None:
+def test_a_lone_429_delays_only_its_own_request(stub: StubTeacher, make_config) -> None:
     stub.set_faults(fail_first_n=1, fail_first_status=429, retry_after_s=30)
     clock = ManualClock()
     limiter = RateLimiter(Limits(max_in_flight=8), clock=clock)
     client = TeacherClient(make_config(), limiter, base_url=stub.base_url, clock=clock)
     ask(client)
     snap = limiter.snapshot()
-    assert clock.sleeps == [30]  # the retry waited once, the pause did not add a second wait
+    assert clock.sleeps == [30]  # the request waited the server's Retry-After, then succeeded
+    assert snap["outcomes"] == {"rate_limited": 1, "ok": 1}
+    assert snap["allowed_in_flight"] == 8 and snap["paused_until"] is None  # nobody else slowed down
+
+
+def test_429s_over_the_tolerated_share_pause_the_group_and_halve_the_window(stub: StubTeacher, make_config) -> None:
+    stub.set_faults(fail_first_n=1, fail_first_status=429, retry_after_s=30)
+    clock = ManualClock()
+    # One 429 in a round of 8 is over a 10 % tolerance: the server counts as over capacity.
+    limiter = RateLimiter(Limits(max_in_flight=8, rate_limited_share=0.1, round_min_replies=1), clock=clock)
+    client = TeacherClient(make_config(), limiter, base_url=stub.base_url, clock=clock)
+    ask(client)
+    snap = limiter.snapshot()
+    assert clock.sleeps == [30]  # the retry waited once, the group pause did not add a second wait
     assert snap["outcomes"] == {"rate_limited": 1, "ok": 1} and snap["allowed_in_flight"] == 4
 
 
