@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from instructflow.config import CONFIG_DIR, Config, ConfigError, Embedded, load_config
+from instructflow.report import cli as report_cli
 
 EXIT_CONFIG = 2
 EXIT_RUN = 1
@@ -64,10 +65,29 @@ def cmd_serve_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _row_filter(args: argparse.Namespace) -> Any:
+    from instructflow.actors.core.filters import RowFilter
+
+    try:
+        return RowFilter(set(args.include_category), set(args.exclude_category), args.min_score)
+    except ValueError as exc:
+        raise SystemExit(f"instructflow: {exc}") from None
+
+
+def _filter_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include-category", action="append", default=[], metavar="NAME", help="keep only these categories")
+    p.add_argument("--exclude-category", action="append", default=[], metavar="NAME", help="drop these categories")
+    p.add_argument("--min-score", type=float, default=None, help="drop rows whose judge score is lower (or missing)")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from instructflow.actors.core.exports import export_dataset
 
-    for path in export_dataset(args.output_dir, args.format):
+    try:
+        paths = export_dataset(args.output_dir, args.format, where=_row_filter(args), to=args.to, license=args.license)
+    except ValueError as exc:
+        raise SystemExit(f"instructflow: {exc}") from None
+    for path in paths:
         print(path)
     return 0
 
@@ -114,9 +134,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(func=cmd_serve_teacher)
 
-    e = sub.add_parser("export", help="write ShareGPT/Alpaca/JSONL exports of a finished run")
+    e = sub.add_parser("export", help="write trainer-ready exports (JSONL formats, a Hugging Face folder) of a run")
     e.add_argument("output_dir")
-    e.add_argument("--format", action="append", choices=["jsonl", "sharegpt", "alpaca"], default=None)
+    e.add_argument(
+        "--format", action="append", default=None,
+        choices=["jsonl", "sharegpt", "alpaca", "airoboros-2.0", "openai-chat", "hf"],
+        help="repeatable; default: jsonl, sharegpt and alpaca (docs/output.md)",
+    )
+    _filter_options(e)
+    e.add_argument("--to", default=None, metavar="DIR", help="write under DIR instead of the run's own folder")
+    e.add_argument("--license", default="other", help="license id the hf dataset card declares (default: other)")
     e.set_defaults(func=cmd_export)
 
     c = sub.add_parser("categories", help="list the instructor categories")
@@ -124,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
 
     gr = sub.add_parser("graph", help="print the pipeline's stage graph as a Mermaid flowchart")
     gr.set_defaults(func=cmd_graph)
+
+    report_cli.add_parser(sub)
     return p
 
 
@@ -132,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    if getattr(args, "format", None) is None and args.command == "export":
-        args.format = ["jsonl", "sharegpt", "alpaca"]
     try:
         return args.func(args)
     except ConfigError as exc:

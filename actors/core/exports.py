@@ -1,39 +1,64 @@
-"""Trainer-ready exports of the committed rows: airoboros JSONL, ShareGPT and Alpaca.
+"""Trainer-ready exports of the committed rows: one JSON Lines file per format, or a Hugging Face folder.
 
 ``instructions.jsonl`` (airoboros' layout) follows the parts as they commit: on a local disk one
 block of lines is appended after each manifest append, and a reopened writer rebuilds it atomically
 from the parts when its size disagrees with the manifest (a crash between the two appends). Object
-stores cannot append, so there it is rebuilt on close. ShareGPT and Alpaca are written whole, atomically,
-on close or by `export_dataset`. Every export lists rows in manifest order, then row order in a part.
+stores cannot append, so there it is rebuilt on close. The other files are written whole, atomically,
+on close (``writer.exports``) or by `export_dataset`. Every export lists rows in manifest order, then
+row order in a part.
 
-Formats (one JSON object per line, UTF-8):
-
-- ``jsonl`` -> ``instructions.jsonl``: ``instruction``, ``response``, ``category``, ``system`` (only
-  when the row has one), ``skip_prompt_formatting``.
-- ``sharegpt`` -> ``exports/sharegpt.jsonl``: ``id``, ``category`` and ``conversations``, a list of
-  ``{"from": "system"|"human"|"gpt", "value": ...}`` turns (the system turn only when there is one).
-- ``alpaca`` -> ``exports/alpaca.jsonl``: ``instruction``, ``input``, ``output``. Alpaca has no system
-  field, so a system prompt is folded into the instruction: ``<system>\\n\\n<instruction>``; ``input``
-  is always empty because instructflow's instructions carry their context inline.
+Each JSONL format is one function from a row to a record, registered with `export_format`; the
+formats and their exact layouts are described in docs/output.md ("Exports"). ``hf`` is a folder
+(Parquet per category and a dataset card), written by `hf_export.write_hf_folder`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from instructflow.actors.core.filters import RowFilter
 from instructflow.actors.core.manifest import MANIFEST, PartEntry, read_manifest
 from instructflow.actors.core.storage import OutputError, Store, open_store
 
 INSTRUCTIONS = "instructions.jsonl"
-EXPORT_FILES = {"jsonl": INSTRUCTIONS, "sharegpt": "exports/sharegpt.jsonl", "alpaca": "exports/alpaca.jsonl"}
+HF_FOLDER = "exports/hf"
+DEFAULT_FORMATS = ("jsonl", "sharegpt", "alpaca")  # what `export_dataset` writes when asked for none
 _COLUMNS = ["id", "category", "instruction", "response", "system", "skip_prompt_formatting"]
 
+Record = Callable[[dict[str, Any]], dict[str, Any]]
 
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One JSON Lines export: its name, its file (relative to the destination root) and the function
+    that turns a row (a dict of `_COLUMNS`) into one record."""
+
+    name: str
+    file: str
+    record: Record
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def export_format(name: str, file: str) -> Callable[[Record], Record]:
+    """Registers the decorated row -> record function as the JSONL export `name`, written to `file`."""
+
+    def register(record: Record) -> Record:
+        FORMATS[name] = ExportFormat(name, file, record)
+        return record
+
+    return register
+
+
+@export_format("jsonl", INSTRUCTIONS)
 def airoboros_record(row: dict[str, Any]) -> dict[str, Any]:
     """A row in airoboros' field layout."""
     record: dict[str, Any] = {"instruction": row["instruction"], "response": row["response"], "category": row["category"]}
@@ -43,6 +68,7 @@ def airoboros_record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+@export_format("sharegpt", "exports/sharegpt.jsonl")
 def sharegpt_record(row: dict[str, Any]) -> dict[str, Any]:
     """A row as a ShareGPT conversation."""
     turns = [{"from": "system", "value": row["system"]}] if row.get("system") else []
@@ -50,17 +76,59 @@ def sharegpt_record(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "category": row["category"], "conversations": turns}
 
 
+# A closed-context instruction: input blocks, then the task between BEGININSTRUCTION/ENDINSTRUCTION
+# (the layout `instructors._textparse.format_input` writes for contextual categories).
+_CONTEXTUAL = re.compile(r"\A\s*(BEGININPUT\b.*\bENDINPUT)\s*BEGININSTRUCTION\s*(.*?)\s*ENDINSTRUCTION\s*\Z", re.DOTALL)
+
+
+def split_context(instruction: str) -> tuple[str, str]:
+    """(task, input) of a closed-context instruction: the BEGININPUT ... ENDINPUT blocks verbatim as
+    the input and the text between BEGININSTRUCTION and ENDINSTRUCTION as the task; any other
+    instruction is returned whole with an empty input."""
+    match = _CONTEXTUAL.match(instruction)
+    return (match.group(2), match.group(1)) if match else (instruction, "")
+
+
+@export_format("alpaca", "exports/alpaca.jsonl")
 def alpaca_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A row in Alpaca's layout (system prompt folded into the instruction, see module docs)."""
-    instruction = f"{row['system']}\n\n{row['instruction']}" if row.get("system") else row["instruction"]
-    return {"instruction": instruction, "input": "", "output": row["response"]}
+    """A row in Alpaca's layout: context blocks go to ``input`` (`split_context`); Alpaca has no
+    system field, so a system prompt is folded into the instruction."""
+    task, context = split_context(row["instruction"])
+    instruction = f"{row['system']}\n\n{task}" if row.get("system") else task
+    return {"instruction": instruction, "input": context, "output": row["response"]}
 
 
-FORMATTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "jsonl": airoboros_record,
-    "sharegpt": sharegpt_record,
-    "alpaca": alpaca_record,
-}
+AIROBOROS_PREAMBLE = "A chat."  # the default system prompt of the airoboros 2.x models
+
+
+def airoboros2_prompt(instruction: str, system: str | None = None, skip_formatting: bool = False) -> str:
+    """The prompt an airoboros 2.0 model is trained on: the system prompt (``A chat.`` when the row
+    has none), one space, ``USER: ``, the instruction, one space, ``ASSISTANT: `` (the answer follows
+    the final space). An instruction flagged `skip_formatting` is already a whole prompt and is
+    returned unchanged."""
+    if skip_formatting:
+        return instruction
+    return f"{system or AIROBOROS_PREAMBLE} USER: {instruction} ASSISTANT: "
+
+
+@export_format("airoboros-2.0", "exports/airoboros-2.0.jsonl")
+def airoboros2_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as a prompt/completion pair in the airoboros 2.0 prompt format."""
+    prompt = airoboros2_prompt(row["instruction"], row.get("system"), bool(row.get("skip_prompt_formatting")))
+    return {"id": row["id"], "category": row["category"], "prompt": prompt, "completion": row["response"]}
+
+
+@export_format("openai-chat", "exports/openai-chat.jsonl")
+def openai_chat_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as an OpenAI chat fine-tuning example: only ``messages`` (the fine-tuning API refuses
+    other keys), a system message only when the row has one."""
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    messages += [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["response"]}]
+    return {"messages": messages}
+
+
+EXPORT_FILES: dict[str, str] = {name: f.file for name, f in FORMATS.items()}
+FORMATTERS: dict[str, Record] = {name: f.record for name, f in FORMATS.items()}
 
 
 def encode_rows(table: pa.Table, fmt: str = "jsonl") -> bytes:
@@ -76,16 +144,23 @@ def read_part(store: Store, entry: PartEntry, columns: Sequence[str] | None = No
     return pq.read_table(store.path(entry.file), columns=list(columns) if columns else None, filesystem=store.filesystem)
 
 
-def _export_chunks(store: Store, entries: Iterable[PartEntry], fmt: str) -> Iterator[bytes]:
+def _export_chunks(store: Store, entries: Iterable[PartEntry], fmt: str, where: RowFilter) -> Iterator[bytes]:
+    columns = _COLUMNS + ["score"] if where.min_score is not None else _COLUMNS
     for entry in entries:
-        yield encode_rows(read_part(store, entry, _COLUMNS), fmt)
+        if not any(where.keeps_category(c) for c in entry.categories):
+            continue  # no wanted category in this part: skip it unread
+        yield encode_rows(where.apply(read_part(store, entry, columns)), fmt)
 
 
-def write_export(store: Store, entries: Sequence[PartEntry], fmt: str) -> str:
-    """Rewrites the export file of `fmt` from `entries`; returns its location."""
+def write_export(
+    store: Store, entries: Sequence[PartEntry], fmt: str, where: RowFilter | None = None, dest: Store | None = None
+) -> str:
+    """Rewrites the export file of `fmt` from `entries` of `store` (into `dest`, by default the
+    same root); returns its location."""
+    dest = dest or store
     rel = EXPORT_FILES[fmt]
-    store.write_atomic(rel, _export_chunks(store, entries, fmt))
-    return store.display(rel)
+    dest.write_atomic(rel, _export_chunks(store, entries, fmt, where or RowFilter()))
+    return dest.display(rel)
 
 
 def jsonl_is_complete(store: Store, entries: Sequence[PartEntry]) -> bool:
@@ -93,7 +168,19 @@ def jsonl_is_complete(store: Store, entries: Sequence[PartEntry]) -> bool:
     return (store.size(INSTRUCTIONS) or 0) == sum(e.jsonl_bytes for e in entries)
 
 
-def export_dataset(root: str, formats: Sequence[str] | None = None) -> list[str]:
+def all_formats() -> list[str]:
+    """Every name `export_dataset` accepts: the JSONL formats, then ``hf``."""
+    return [*FORMATS, "hf"]
+
+
+def export_dataset(
+    root: str,
+    formats: Sequence[str] | None = None,
+    *,
+    where: RowFilter | None = None,
+    to: str | None = None,
+    license: str = "other",
+) -> list[str]:
     """Writes the given export formats of a run's committed rows; returns the written locations.
 
     Reads only what the manifest lists (a torn last manifest line is ignored, nothing is repaired or
@@ -101,21 +188,42 @@ def export_dataset(root: str, formats: Sequence[str] | None = None) -> list[str]
 
     Args:
         root: the run's output root (local path or filesystem URI).
-        formats: any of ``jsonl``, ``sharegpt``, ``alpaca``; None or empty means all three.
+        formats: names from `all_formats`; None or empty means `DEFAULT_FORMATS`.
+        where: which rows to export (default: every committed row).
+        to: write under this root instead of `root`, at the same relative paths.
+        license: the license id the ``hf`` dataset card declares.
 
     Raises:
-        ValueError: an unknown format.
+        ValueError: an unknown format or filter category, or a filtered ``jsonl`` export into `root`
+            itself (``instructions.jsonl`` there mirrors every committed row).
         OutputError: `root` holds no manifest, or the output cannot be read or written.
     """
-    formats = list(formats or EXPORT_FILES)
-    unknown = [f for f in formats if f not in EXPORT_FILES]
+    formats = list(formats or DEFAULT_FORMATS)
+    unknown = [f for f in formats if f not in all_formats()]
     if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; choose from {sorted(EXPORT_FILES)}")
+        raise ValueError(f"unknown export format(s) {unknown}; choose from {all_formats()}")
+    where = where or RowFilter()
+    if where.active and to is None and "jsonl" in formats:
+        raise ValueError(
+            f"a filtered jsonl export would replace {INSTRUCTIONS}, which mirrors every committed row; "
+            "write it elsewhere with --to DIR"
+        )
     store = open_store(root)
     try:
         if store.size(MANIFEST) is None:
             raise OutputError(store.display(MANIFEST), "not found: is this an instructflow output directory?")
         entries = read_manifest(store).entries
-        return [write_export(store, entries, fmt) for fmt in formats]
+        where.check({c for e in entries for c in e.categories}, store.display())
+        dest = open_store(to) if to is not None else store
+        dest.makedirs("")
+        written = []
+        for fmt in formats:
+            if fmt == "hf":
+                from instructflow.actors.core.hf_export import write_hf_folder
+
+                written.append(write_hf_folder(store, entries, dest, where=where, license=license))
+            else:
+                written.append(write_export(store, entries, fmt, where, dest))
+        return written
     except OSError as exc:
         raise OutputError(exc.filename or store.display(), exc) from exc
