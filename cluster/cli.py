@@ -92,6 +92,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from instructflow.actors.core.merge import merge, parse_inputs
+
+    try:
+        summary = merge(parse_inputs(args.inputs), args.out, where=_row_filter(args), threshold=args.threshold)
+    except ValueError as exc:
+        raise SystemExit(f"instructflow: {exc}") from None
+    resumed = f", {summary.resumed_parts} input parts done by an earlier call" if summary.resumed_parts else ""
+    print(
+        f"{summary.out}: {summary.kept:,} of {summary.rows:,} rows kept in {summary.parts} parts "
+        f"(dropped: {summary.exact:,} exact, {summary.near:,} near duplicates, {summary.filtered:,} filtered; "
+        f"{summary.reembedded:,} re-embedded{resumed}) in {summary.seconds:.1f} s"
+    )
+    for label, kept in summary.kept_by_source.items():
+        print(f"  {label:24} {kept:>10,} rows")
+    return 0
+
+
 def cmd_categories(args: argparse.Namespace) -> int:
     from instructflow.instructors.registry import categories, get_instructor
 
@@ -145,6 +163,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--to", default=None, metavar="DIR", help="write under DIR instead of the run's own folder")
     e.add_argument("--license", default="other", help="license id the hf dataset card declares (default: other)")
     e.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("merge", help="merge datasets into one, dropping rows they share (docs/datasets.md)")
+    m.add_argument("inputs", nargs="+", metavar="[NAME=]DIR", help="output directories, earlier ones win ties")
+    m.add_argument("--out", required=True, help="the new merged directory (rerun the same command to resume)")
+    _filter_options(m)
+    m.add_argument("--threshold", type=float, default=None, help="near-duplicate cosine (default: the inputs' lowest)")
+    m.set_defaults(func=cmd_merge)
 
     c = sub.add_parser("categories", help="list the instructor categories")
     c.set_defaults(func=cmd_categories)
