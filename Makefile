@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # Re-install only when the dependency list changes.
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: install prometheus quickstart test lint bench clean
+.PHONY: install prometheus chromium quickstart test lint bench clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,23 @@ prometheus:
 		   exit 1;; \
 	esac
 
-test: install prometheus
+# The report test opens the HTML page in a real headless browser (Debian package `chromium`),
+# installed like prometheus above: skipped without it on a workstation, an error under CI.
+chromium:
+	@command -v chromium >/dev/null 2>&1 && exit 0; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium with apt-get"; \
+		$(APT) install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ $(APT) update -qq && $(APT) install -y -qq --no-install-recommends chromium >/dev/null; }; \
+	fi; \
+	command -v chromium >/dev/null 2>&1 && exit 0; \
+	case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in \
+		""|0|false|no) echo "note: chromium could not be installed; the report page test will be skipped";; \
+		*) echo "error: chromium could not be installed (needs apt-get, as root or with sudo); CI needs it" >&2; \
+		   exit 1;; \
+	esac
+
+test: install prometheus chromium
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra tests
 
 lint: install

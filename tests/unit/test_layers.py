@@ -1,4 +1,5 @@
-"""The layers import downwards only: config < instructors < actors < cluster (docs: STYLE, README).
+"""The layers import downwards only: config < instructors < actors < report < cluster (docs: STYLE,
+README). `report` reads finished runs through `actors.core`; the CLI in `cluster` registers it.
 
 Every import statement counts, also those inside functions, since a lazy upward import is still a
 cycle in the design. A lower layer that needs something from a higher one gets it registered or
@@ -14,10 +15,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ABOVE = {
-    "prompts": ("config", "instructors", "actors", "cluster"),
-    "config": ("instructors", "actors", "cluster"),
-    "instructors": ("actors", "cluster"),
-    "actors": ("cluster",),
+    "prompts": ("config", "instructors", "actors", "report", "cluster"),
+    "config": ("instructors", "actors", "report", "cluster"),
+    "instructors": ("actors", "report", "cluster"),
+    "actors": ("report", "cluster"),
+    "report": ("cluster",),
 }
 
 
