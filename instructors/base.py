@@ -20,6 +20,9 @@ from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
 
+# What a template is given as its topic when the run has no topics: a neutral phrase, not a topic.
+NO_TOPIC = "any subject you like"
+
 
 class Instructor:
     """Base class of every category. Subclasses set the class attributes and implement
@@ -81,7 +84,7 @@ class Instructor:
 
     def topic(self) -> str:
         """A topic drawn from the topics file, or a neutral fallback when there is none."""
-        return self.rng.choice(self.topics) if self.topics else "any subject you like"
+        return self.rng.choice(self.topics) if self.topics else NO_TOPIC
 
     def common_values(self) -> dict[str, Any]:
         return {
@@ -94,6 +97,8 @@ class Instructor:
         """A candidate of this category carrying the template digest and system prompt."""
         fields.setdefault("system", self.system)
         fields.setdefault("skip_prompt_formatting", self.skip_prompt_formatting)
+        if fields.get("topic") == NO_TOPIC:  # nothing was drawn: the row's `topic` stays null
+            fields["topic"] = None
         return Candidate(
             category=self.category,
             instruction=instruction.strip(),
@@ -128,6 +133,7 @@ class Instructor:
         if self.response_template is not None:
             values = {**self.common_values(), **self.response_values(candidate)}
             reply = await self.ask(teacher, self.response_template.render(values), "respond", self.system)
+            candidate.add_template(self.response_template.digest)
         else:
             reply = await self.ask(teacher, candidate.instruction, "respond", candidate.system)
         text = self.parse_response(reply.text, candidate)

@@ -68,6 +68,13 @@ class Candidate:
         """True while the candidate still waits for its answer call."""
         return self.response is None
 
+    def add_template(self, digest: str) -> None:
+        """Records one more prompt template that went into this row: `template_digest` holds the
+        digests of all of them, joined by "+" in the order first used (generating template first)."""
+        used = self.template_digest.split("+") if self.template_digest else []
+        if digest not in used:
+            self.template_digest = "+".join([*used, digest])
+
     def add_usage(self, prompt_tokens: int, completion_tokens: int, estimated: bool) -> None:
         """Adds one teacher call's token usage to this candidate's account."""
         self.prompt_tokens += prompt_tokens

@@ -103,8 +103,8 @@ class JudgeChain:
         if reason:
             return Verdict(False, reason)
         if self.template is None or teacher is None:
-            cand.verdict = "rules_passed"
-            return Verdict(True)
+            return Verdict(True)  # no LLM judge: `verdict` and `score` stay null, nothing was judged
+        cand.add_template(self.template.digest)
         prompt = self.template.render(
             {"category": cand.category, "instruction": cand.instruction, "response": cand.response or ""}
         )

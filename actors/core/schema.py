@@ -26,16 +26,23 @@ COLUMN_DOCS: dict[str, str] = {
     "system": "System prompt the row should be trained with; null when the category sets none.",
     "skip_prompt_formatting": "airoboros flag: true when the instruction is already fully formatted "
     "and a trainer should not wrap it in a prompt template.",
-    "topic": "Topic the instructor drew for this row; null when the category does not use topics.",
+    "topic": "Topic the instructor drew for this row; null when the category does not use topics or "
+    "the run has no topics (topics.file: null).",
     "model": "Teacher model name that generated the row.",
     "prompt_tokens": "Prompt tokens spent on this row over all of its teacher calls.",
     "completion_tokens": "Completion tokens spent on this row over all of its teacher calls.",
     "tokens_estimated": "True when some call reported no usage and the token counts were estimated.",
-    "template_digest": "Digest of the prompt template(s) used, so rows can be traced to a template version.",
-    "similarity": "Cosine similarity to the nearest already-accepted instruction when this one was "
-    "accepted; null when the index was empty or novelty was not checked.",
-    "verdict": "LLM judge verdict text; null when the LLM judge is disabled.",
-    "score": "LLM judge score (0-10); null when the LLM judge is disabled.",
+    "template_digest": "Digests of every prompt template that went into the row (12 hex digits of the "
+    "template's sha256 each, joined by '+' in the order first used, the generating template first): "
+    "the generating, answering and any intermediate call's template, a system prompt's own template, "
+    "and the LLM judge's. Traces a row to the template versions that made it.",
+    "similarity": "Cosine similarity to the nearest instruction this one was compared with when it "
+    "was accepted (the index of accepted instructions, and earlier accepted members of its batch); "
+    "null when it was compared with nothing (an empty index: the first rows of a run). The halves of "
+    "a counterfactual pair are not compared with each other.",
+    "verdict": "LLM judge verdict text (e.g. 'accept'); null when no LLM judge ran (judge.llm.enabled "
+    "false): a row that passed only the rule filters carries no verdict.",
+    "score": "LLM judge score (0-10); null when no LLM judge ran.",
     "created_at": "When the candidate was created (UTC, millisecond precision).",
     "embedding": "Unit-length sentence embedding of the instruction from the novelty stage; a resumed "
     "run rebuilds its novelty index from this column instead of re-encoding. Null if none was computed.",

@@ -65,7 +65,9 @@ class Agent(Instructor):
             )
             system = f"{self.system}\n\n{tools}" if self.system else tools
             meta = {"format": fmt, "functions": [f["name"] for f in functions]}
-            out.append(self.candidate(request, topic=values["topic"], system=system, meta=meta))
+            cand = self.candidate(request, topic=values["topic"], system=system, meta=meta)
+            cand.add_template(self.system_template.digest)  # the system prompt's own template
+            out.append(cand)
         return out
 
     def parse_response(self, reply: str, candidate: Candidate) -> str | None:

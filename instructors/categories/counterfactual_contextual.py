@@ -6,10 +6,11 @@ from the one generating call that made them (never again: pairs already emitted 
 share `meta["group"]`, and are answered strictly from their own passage, so that the data teaches
 that the given context outranks what the model believes.
 
-The two instructions differ only in the changed detail (cosine similarity ~0.98 with MiniLM), so a
-novelty stage that compares them with each other keeps only the first: that is the counterfactual
-half, the one this category exists for. Keeping both needs the novelty stage to check a group
-against the index as a unit (see `meta["group"]`).
+The two instructions differ only in the changed detail (cosine similarity ~0.98 with MiniLM), so
+the novelty stage does not compare the halves of one pair (`meta["group"]`) with each other, only
+with everything else: both are admitted together, the one documented exception to the novelty
+threshold (README). Each half is still checked on its own against every other instruction, so a
+pair can be split: one half admitted, the other rejected as a near-duplicate of an earlier row.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class CounterfactualContextual(Instructor):
             topic=truth.topic,
             meta={**meta, "counterfactual": True},
         )
-        for half in (truth, fake):
+        for half in (truth, fake):  # both halves carry the falsify call: its tokens and its template
+            half.add_template(self.falsify_template.digest)
             half.add_usage(
                 reply.prompt_tokens // 2, reply.completion_tokens // 2, reply.tokens_estimated
             )

@@ -132,6 +132,7 @@ class DetailedWriting(Instructor):
             temperature=self.params.temperature,
         )
         cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+        cand.add_template(template.digest)
         return reply
 
 

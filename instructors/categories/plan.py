@@ -100,11 +100,14 @@ class Plan(Instructor):
         tools = self.system_template.render({**self.common_values(), "tools": values["tools"]})
         system = f"{self.system}\n\n{tools}" if self.system else tools
         meta = {"tools": [name for name, _ in values["tools"]]}
-        return [
+        out = [
             self.candidate(question, topic=values["topic"], system=system, meta=meta)
             for question in numbered_items(reply)
             if len(question.split()) >= 4
         ]
+        for cand in out:  # the system prompt was rendered from a template of its own
+            cand.add_template(self.system_template.digest)
+        return out
 
     def parse_response(self, reply: str, candidate: Candidate) -> str | None:
         text = code_only(reply)
