@@ -37,7 +37,8 @@ class InstructorActor:
         params = config.categories[category]
         rng = random.Random(f"{config.run.seed}:{category}:{replica}")
         instructor = get_instructor(category)(
-            params, topics=topics, avoid_topics=config.topics.avoid, rng=rng, prompts_dir=config.prompts_path
+            params, topics=topics, avoid_topics=config.topics.avoid, rng=rng, prompts_dir=config.prompts_path,
+            pii=config.pii,
         )
         self.category = category
         self.writer = ray.get_actor(names["writer"])

@@ -12,4 +12,5 @@ def judge_stage(config: Config, base_url: str | None) -> JudgeStage:
         from instructflow.actors.teacher import make_teacher
 
         teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
-    return JudgeStage(JudgeChain(config.judge.rules, config.judge.llm, config.prompts_path), teacher)
+    chain = JudgeChain(config.judge.rules, config.judge.llm, config.prompts_path, config.pii)
+    return JudgeStage(chain, teacher)

@@ -48,6 +48,7 @@ class Progress:
     vectors: int = 0
     lost: Counter[str] = field(default_factory=Counter)  # estimated while running, exact once drained
     given_up: dict[str, str] = field(default_factory=dict)  # category -> why it was stopped
+    inputs_scrubbed: Counter[str] = field(default_factory=Counter)  # PII in topics and seed files, per entity
 
     @property
     def generated(self) -> Counter[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -94,6 +95,8 @@ class Display:
         stats.add_row("rows/s", _rate(self._new_rows(p), elapsed))
         stats.add_row("queues", "  ".join(f"{k} {v}" for k, v in p.queue_depths.items()))
         stats.add_row("index", f"{p.vectors:,} vectors")
+        if p.books.scrubbed or p.inputs_scrubbed:
+            stats.add_row("pii", self._pii(p))
         if p.rejects:
             stats.add_row("rejects", "  ".join(f"{k} {v}" for k, v in sorted(p.rejects.items())))
         if p.requests:
@@ -104,6 +107,15 @@ class Display:
         if p.failures:
             stats.add_row("failed calls", "  ".join(f"{k} {v}" for k, v in sorted(p.failures.items())))
         return Group(table, stats)
+
+    def _pii(self, p: Progress) -> str:
+        """PII found per entity, in rows and in the inputs, and what was done with it."""
+        rows: Counter[str] = Counter()
+        for (_, entity), n in p.books.scrubbed.items():
+            rows[entity] += n
+        parts = [f"{label}: " + "  ".join(f"{e} {n}" for e, n in sorted(found.items()))
+                 for label, found in (("rows", rows), ("inputs", p.inputs_scrubbed)) if found]
+        return f"{' · '.join(parts)}  ({self.config.pii.action})"
 
     def finish(self, p: Progress, reason: str) -> None:
         if self.live is not None:

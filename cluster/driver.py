@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -44,18 +45,30 @@ log = logging.getLogger(__name__)
 NAMESPACE = "instructflow"
 
 
-def preflight(config: Config) -> None:
+def preflight(config: Config) -> Counter[str]:
     """Everything that can be checked before Ray starts or a request is paid for: templates (with
-    their declared variables), seed and topics files, the API key variable."""
+    their declared variables), seed and topics files, the PII scrubber, the API key variable.
+
+    Returns the PII found in the categories' input files (seed files), per entity.
+    """
     from instructflow.actors.core.judge import JudgeChain
     from instructflow.instructors.registry import get_instructor
     from instructflow.instructors.teacher.topics import TopicsError, read_topics
 
+    inputs_pii: Counter[str] = Counter()
     for name, params in config.categories.items():
-        try:
-            get_instructor(name)(params, prompts_dir=config.prompts_path)  # loads and checks templates
+        try:  # loads and checks templates, reads (and scrubs) seed files
+            instructor = get_instructor(name)(params, prompts_dir=config.prompts_path, pii=config.pii)
         except (ValueError, OSError) as exc:
             raise ConfigError(f"{config.source}: categories.{name}: {exc}") from None
+        inputs_pii.update(instructor.inputs_scrubbed)
+    if config.pii.enabled and config.pii.entities:
+        from instructflow.instructors.pii import Scrubber
+
+        try:
+            Scrubber.from_config(config.pii)
+        except ValueError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from None
     try:
         JudgeChain(config.judge.rules, config.judge.llm, config.prompts_path)
     except (ValueError, OSError) as exc:
@@ -72,6 +85,7 @@ def preflight(config: Config) -> None:
             f"teacher.api_key_env: the environment variable {teacher.api_key_env} is not set; "
             "export it with your API key (or set teacher.api_key_env: null for servers without keys)"
         )
+    return inputs_pii
 
 
 def start_ray(address: str | None) -> bool:
@@ -145,7 +159,9 @@ def teacher_url(config: Config) -> tuple[str, Any]:
     return base_url, teacher_gate(base_url, t.model, t.limits, t.budget, scope=config.run_id)
 
 
-def load_topics(config: Config, base_url: str) -> list[str]:
+def load_topics(config: Config, base_url: str, inputs_pii: Counter[str] | None = None) -> list[str]:
+    """The run's topics (read, or generated and saved), scrubbed of PII when `pii.inputs` is on;
+    what was found is added to `inputs_pii`."""
     if not config.topics.file:
         return []
     from instructflow.actors.teacher import make_teacher
@@ -153,7 +169,16 @@ def load_topics(config: Config, base_url: str) -> list[str]:
 
     path = config.resolve_path(config.topics.file)
     teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
-    return asyncio.run(load_or_generate_topics(path, teacher, config.topics.count, config.topics.avoid))
+    topics = asyncio.run(load_or_generate_topics(path, teacher, config.topics.count, config.topics.avoid))
+    pii = config.pii
+    if not (pii.enabled and pii.inputs and pii.entities):
+        return topics
+    from instructflow.instructors.pii import Scrubber, scrub_inputs
+
+    kept, found = scrub_inputs(topics, Scrubber.from_config(pii))
+    if inputs_pii is not None:
+        inputs_pii.update(found)
+    return kept
 
 
 class _Signals:
@@ -297,7 +322,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
     """Runs one generation job to completion (or drain) and returns the final progress."""
     import ray
 
-    preflight(config)
+    inputs_pii = preflight(config)
     out = OutputDir.open(config, allow_config_change=allow_config_change)
     display = Display(config, mode=config.run.display)
     display.note(f"run {config.run_id}: starting Ray and {actor_count(config)} actors")
@@ -305,7 +330,10 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
     topo, base_url = None, None
     try:
         base_url, limiter = teacher_url(config)  # `limiter` is held for the run (see teacher_url)
-        topics = load_topics(config, base_url)
+        topics = load_topics(config, base_url, inputs_pii)
+        if inputs_pii:
+            found = ", ".join(f"{e} {n}" for e, n in sorted(inputs_pii.items()))
+            display.note(f"PII in topics and seed files ({config.pii.action}): {found}")
         topo = build(config, base_url, topics, out)
         wait_ready(config, topo)
         resumed = resume_index(topo)
@@ -318,6 +346,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
             drain(config, topo, signals, reason)
         final = snapshot(config, topo)
         final.given_up = progress.given_up
+        final.inputs_scrubbed = inputs_pii
         settle_lost(final)
         display.finish(final, reason)
         if reason.startswith("fatal"):

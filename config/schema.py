@@ -192,6 +192,38 @@ class Judge(_Strict):
     llm: LlmJudge = Field(default_factory=LlmJudge)
 
 
+PiiEntity = Literal["email", "phone", "credit_card", "iban", "ip_address", "url_secret", "person"]
+
+
+class Pii(_Strict):
+    """PII scrubbing of what goes to the teacher (topics, seed files) and of what is committed
+    (instruction and response, in the judge stage, before any LLM judge sees them)."""
+
+    enabled: bool = True
+    # person is off by default: instruction data names public figures and fictional people all
+    # the time, and the name model is ten times slower than the pattern entities (docs/pii.md).
+    entities: list[PiiEntity] = Field(
+        default_factory=lambda: ["email", "phone", "credit_card", "iban", "ip_address", "url_secret"]
+    )
+    action: Literal["mask", "replace", "drop"] = "mask"
+    inputs: bool = True  # scrub topics and seed files before they are sent to the teacher
+    before_commit: bool = True  # scrub (or, with drop, reject) rows in the judge stage
+    # Regions whose national formats count as phone numbers (+<country code> numbers always do).
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"], min_length=1
+    )
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        import phonenumbers
+
+        unknown = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown region codes {unknown} (ISO 3166 codes: US, GB, DE, ...)")
+        return regions
+
+
 class Queues(_Strict):
     """Capacities (items) of the bounded queues between stages; puts block when a queue is full."""
 
@@ -245,6 +277,7 @@ class Config(_Strict):
     topics: Topics = Field(default_factory=Topics)
     novelty: Novelty = Field(default_factory=Novelty)
     judge: Judge = Field(default_factory=Judge)
+    pii: Pii = Field(default_factory=Pii)
     queues: Queues = Field(default_factory=Queues)
     writer: Writer = Field(default_factory=Writer)
     placement: Placement = Field(default_factory=Placement)

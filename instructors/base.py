@@ -11,9 +11,11 @@ with the category's system prompt) or declare `response_variables` and ship
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
+from instructflow.config import Pii
 from instructflow.config.params import CategoryParams
 from instructflow.instructors.parsing import numbered_items
 from instructflow.instructors.record import Candidate
@@ -43,8 +45,11 @@ class Instructor:
         avoid_topics: list[str] | None = None,
         rng: random.Random | None = None,
         prompts_dir: Path | None = None,
+        pii: Pii | None = None,
     ) -> None:
         self.params = params
+        self.pii = pii if pii is not None and pii.enabled and pii.inputs and pii.entities else None
+        self.inputs_scrubbed: Counter[str] = Counter()  # PII found in `clean_inputs`, per entity
         self.topics = list(topics or [])
         self.avoid_topics = list(avoid_topics or [])
         self.rng = rng or random.Random()
@@ -85,6 +90,18 @@ class Instructor:
     def topic(self) -> str:
         """A topic drawn from the topics file, or a neutral fallback when there is none."""
         return self.rng.choice(self.topics) if self.topics else NO_TOPIC
+
+    def clean_inputs(self, texts: list[str]) -> list[str]:
+        """Texts from the user's files (seed tasks, contexts) scrubbed of PII as `pii` says, before
+        any of them is sent to the teacher; under `drop` the ones with PII are left out. The
+        findings are counted in `inputs_scrubbed`."""
+        if self.pii is None or not texts:
+            return texts
+        from instructflow.instructors.pii import Scrubber, scrub_inputs
+
+        kept, found = scrub_inputs(texts, Scrubber.from_config(self.pii))
+        self.inputs_scrubbed.update(found)
+        return kept
 
     def common_values(self) -> dict[str, Any]:
         return {

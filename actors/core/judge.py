@@ -1,19 +1,24 @@
-"""The judge chain: cheap rule filters first, then (optionally) an LLM-as-judge score.
+"""The judge chain: cheap rule filters first, then PII scrubbing, then (optionally) an LLM-as-judge score.
 
 Rules reject refusals, apologies and AI disclaimers, lengths out of range, banned words and banned
-regular expressions. The LLM judge renders `prompts/<template>.j2`, asks the teacher for a score
-from 0 to 10, and records the verdict and score on the candidate.
+regular expressions. The PII scrubber (`instructors.pii`) masks or replaces personal data in the
+instruction and response, or rejects the row (`pii:<entity>`), before any LLM judge sees it. The
+LLM judge renders `prompts/<template>.j2`, asks the teacher for a score from 0 to 10, and records
+the verdict and score on the candidate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from instructflow.actors.core.stage import Outcome, Stage
-from instructflow.config import LlmJudge, Rules
+from instructflow.config import LlmJudge, Pii, Rules
+from instructflow.instructors.pii import Scrubber, count
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import load_template
 from instructflow.instructors.teacher.api import (
@@ -87,21 +92,53 @@ def parse_judgement(reply: str) -> tuple[float | None, str | None]:
 
 
 class JudgeChain:
-    """Rules, then the LLM judge when `llm.enabled`. One instance per judge actor."""
+    """Rules, then PII scrubbing (when `pii` is on before commit), then the LLM judge when
+    `llm.enabled`. One instance per judge actor."""
 
-    def __init__(self, rules: Rules, llm: LlmJudge, prompts_dir: Path | None = None) -> None:
+    def __init__(
+        self, rules: Rules, llm: LlmJudge, prompts_dir: Path | None = None, pii: Pii | None = None
+    ) -> None:
         self.rules = RuleFilter(rules)
         self.llm = llm
         self.template = None
         if llm.enabled:
             declared = frozenset({"category", "instruction", "response"})
             self.template = load_template(llm.template, declared, override=prompts_dir)
+        on = pii is not None and pii.enabled and pii.before_commit and pii.entities
+        self.scrubber = Scrubber.from_config(pii) if on else None
+
+    def screen(self, batch: Sequence[Candidate]) -> tuple[list[Verdict | None], list[Counter[str]]]:
+        """The rules and the PII scrubber (CPU only, no teacher): a verdict for each candidate they
+        settle (None: on to the LLM judge), and the PII found in each, per entity. Masks or
+        replaces PII in the candidates' instruction and response in place."""
+        verdicts: list[Verdict | None] = [None] * len(batch)
+        found: list[Counter[str]] = [Counter() for _ in batch]
+        for i, cand in enumerate(batch):
+            reason = self.rules.check(cand)
+            verdicts[i] = Verdict(False, reason) if reason else None
+        if self.scrubber is None:
+            return verdicts, found
+        todo = [i for i, v in enumerate(verdicts) if v is None]
+        texts = [t for i in todo for t in (batch[i].instruction, batch[i].response or "")]
+        scrubbed = self.scrubber.scrub_many(texts)
+        for n, i in enumerate(todo):
+            (instruction, f_in), (response, f_out) = scrubbed[2 * n], scrubbed[2 * n + 1]
+            found[i] = count([*f_in, *f_out])
+            if found[i] and self.scrubber.action == "drop":
+                verdicts[i] = Verdict(False, f"pii:{(f_in or f_out)[0].entity}")
+            elif found[i]:
+                batch[i].instruction = instruction
+                if batch[i].response is not None:
+                    batch[i].response = response
+        return verdicts, found
 
     async def judge(self, cand: Candidate, teacher: Teacher | None) -> Verdict:
         """Fills `verdict`/`score` on the candidate and says whether it is accepted."""
-        reason = self.rules.check(cand)
-        if reason:
-            return Verdict(False, reason)
+        verdicts, _ = self.screen([cand])
+        return verdicts[0] or await self.judge_llm(cand, teacher)
+
+    async def judge_llm(self, cand: Candidate, teacher: Teacher | None) -> Verdict:
+        """The LLM judge's part of `judge`, for a candidate the rules and the scrubber passed."""
         if self.template is None or teacher is None:
             return Verdict(True)  # no LLM judge: `verdict` and `score` stay null, nothing was judged
         cand.add_template(self.template.digest)
@@ -128,8 +165,8 @@ class JudgeStats:
 
 
 class JudgeStage(Stage):
-    """Judges a batch concurrently (rules, then the LLM judge) and passes the accepted rows to the
-    writer (`writer`). A teacher that rejects the key turns the stage fatal: the run stops."""
+    """Judges a batch (rules and PII scrubbing, then the LLM judge, concurrently) and passes the
+    accepted rows to the writer (`writer`). A teacher that rejects the key turns the stage fatal: the run stops."""
 
     name = "judge"
     batch_size = 64
@@ -139,18 +176,23 @@ class JudgeStage(Stage):
         self.teacher = teacher
 
     async def process(self, batch: list[Candidate]) -> Outcome:
-        verdicts = await asyncio.gather(*[self._judge(c) for c in batch])
+        # CPU work off the event loop, so the actor keeps answering while a batch is scrubbed.
+        screened, found = await asyncio.to_thread(self.chain.screen, batch)
+        verdicts = await asyncio.gather(*[self._judge(c, v) for c, v in zip(batch, screened, strict=True)])
         out = Outcome()
-        for cand, verdict in zip(batch, verdicts, strict=True):
+        for cand, verdict, pii in zip(batch, verdicts, found, strict=True):
+            out.scrubbed.update({(cand.category, entity): n for entity, n in pii.items()})
             if verdict.accepted:
                 out.send("writer", cand)
             else:
                 out.rejected.append((cand, verdict.reason or "rejected"))
         return out
 
-    async def _judge(self, cand: Candidate) -> Verdict:
+    async def _judge(self, cand: Candidate, screened: Verdict | None) -> Verdict:
+        if screened is not None:
+            return screened
         try:
-            return await self.chain.judge(cand, self.teacher)
+            return await self.chain.judge_llm(cand, self.teacher)
         except FatalTeacherError as exc:
             self.fatal = str(exc)
             return Verdict(False, "teacher_fatal")

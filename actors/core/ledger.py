@@ -44,14 +44,16 @@ class Ledger:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, "stage:reason")
     dropped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, reason)
     passed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, category): not terminal
+    # (category, entity): PII the judges found in rows (masked, replaced, or its row rejected)
+    scrubbed: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, other: Ledger) -> None:
-        for name in ("generated", "accepted", "rejected", "dropped", "passed"):
+        for name in ("generated", "accepted", "rejected", "dropped", "passed", "scrubbed"):
             getattr(self, name).update(getattr(other, name))
 
     def __bool__(self) -> bool:
         """True when anything at all was counted."""
-        return any((self.generated, self.accepted, self.rejected, self.dropped, self.passed))
+        return any((self.generated, self.accepted, self.rejected, self.dropped, self.passed, self.scrubbed))
 
     # ------------------------------------------------------------------ recording
     def generate(self, cands: Iterable[Candidate]) -> None:

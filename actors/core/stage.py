@@ -48,6 +48,7 @@ class Outcome:
     rejected: list[tuple[Candidate, str]] = field(default_factory=list)  # (candidate, reason)
     dropped: list[tuple[Candidate, str]] = field(default_factory=list)
     accepted: list[Candidate] = field(default_factory=list)
+    scrubbed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, entity): PII found
 
     def send(self, edge: str, cand: Candidate) -> None:
         self.outputs.setdefault(edge, []).append(cand)
@@ -68,6 +69,7 @@ class Outcome:
             delta.drop([cand], reason)
         for cands in self.outputs.values():
             delta.pass_on(cands, stage)
+        delta.scrubbed.update(self.scrubbed)
         return delta
 
 

@@ -57,7 +57,7 @@ class General(TaskList):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.seeds = read_seed_tasks(self.params.seed_file) if self.params.seed_file else []
+        self.seeds = self.clean_inputs(read_seed_tasks(self.params.seed_file)) if self.params.seed_file else []
 
     def choose(self) -> dict[str, Any]:
         k = min(self.params.seed_examples, len(self.seeds))
