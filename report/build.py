@@ -15,6 +15,7 @@ import numpy as np
 from instructflow.report import figures, run_figures
 from instructflow.report.data import Dataset, ReportError, RunFacts, read_reference, read_run
 from instructflow.report.figures import Plot
+from instructflow.report.measures import neighbour_scan
 from instructflow.report.page import render_page
 
 PAGE, FIGURES_JSON = "index.html", "figures.json"
@@ -115,6 +116,9 @@ def write_report(
         notes.append(f"{run.label}: {run.vectors_note}; the embedding plots and duplicate clusters are left out.")
     if reference is not None and reference.vectors is None:
         notes.append(f"{reference.label}: no embeddings, {reference.vectors_note}; its embedding measures are left out.")
+    for dataset in (run, reference):
+        if dataset is not None and dataset.vectors is not None:
+            dataset.scan = neighbour_scan(dataset.vectors, threshold)
     plots, summary = _plots(run, facts, reference, threshold, top_clusters, notes)
     out.mkdir(parents=True, exist_ok=True)
     images = []
@@ -129,7 +133,7 @@ def write_report(
         "settings": {
             "near_duplicate_threshold": threshold,
             "embedding_model": facts.embedding_model,
-            "projection": "PCA (numpy SVD)",
+            "projection": "PCA (numpy eigendecomposition of the covariance matrix)",
             "distinct_n_tokens": "lower-cased runs of word characters and single punctuation marks",
             "length_unit": "whitespace-separated words",
         },
@@ -172,7 +176,7 @@ def _plots(
         "distinct": figures.distinct(run, reference),
         "spread": figures.spread(run, reference),
         "projection": figures.projection(run, reference),
-        "neighbours": figures.neighbours(run, reference, threshold),
+        "neighbours": figures.neighbours(run, reference),
         "judge": run_figures.judge_scores(facts),
         "cost": cost_plot,
         "rejects": run_figures.rejects(facts),

@@ -22,6 +22,7 @@ from instructflow.actors.core.exports import read_part
 from instructflow.actors.core.manifest import MANIFEST, read_manifest
 from instructflow.actors.core.storage import OutputError, Store, open_store
 from instructflow.config.schema import LlmJudge, Novelty, Price
+from instructflow.report.measures import NeighbourScan
 
 _COLUMNS = [
     "category", "instruction", "response", "model", "prompt_tokens", "completion_tokens", "score", "embedding",
@@ -45,6 +46,7 @@ class Dataset:
         vectors: unit sentence embeddings of the instructions (m x d float32), or None.
         vector_rows: the row index of each vector (rows without an embedding have none).
         vectors_note: why there are no vectors, when there are none.
+        scan: nearest neighbours and near-duplicate pairs of the vectors, once computed.
     """
 
     label: str
@@ -55,6 +57,7 @@ class Dataset:
     vectors: np.ndarray | None = None
     vector_rows: np.ndarray | None = None
     vectors_note: str = ""
+    scan: NeighbourScan | None = None
 
     def __len__(self) -> int:
         return len(self.category)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from instructflow.report.data import Dataset
 from instructflow.report.measures import (
-    distinct_n,
+    Tokenised,
     mean_pairwise_cosine_distance,
     nearest_similarity,
     pca_2d,
@@ -156,17 +156,19 @@ def lengths(run: Dataset, reference: Dataset | None) -> Plot:
 
 def distinct(run: Dataset, reference: Dataset | None, seed: int = 0) -> Plot:
     """distinct-1/2/3 of the responses per category, and for whole sets."""
+    tokenised = Tokenised(run.response)
     rows: dict[str, dict[str, Any]] = {}
     for category, index in groups(run).items():
-        rows[category] = _distinct_row([run.response[i] for i in index])
-    rows[f"{run.label}: all"] = _distinct_row(run.response)
+        rows[category] = _distinct_row(tokenised, index)
+    rows[f"{run.label}: all"] = _distinct_row(tokenised, np.arange(len(run)))
     if reference is not None:
-        rows[f"{reference.label}: all"] = _distinct_row(reference.response)
+        ref_tokenised = Tokenised(reference.response)
+        rows[f"{reference.label}: all"] = _distinct_row(ref_tokenised, np.arange(len(reference)))
         # distinct-n falls as a group grows: also measure the larger set at the smaller one's size
-        larger, smaller = (run, reference) if len(run) > len(reference) else (reference, run)
-        if len(larger) > len(smaller):
-            sample = np.random.default_rng(seed).choice(len(larger), len(smaller), replace=False)
-            rows[f"{larger.label}: {len(smaller)} random rows"] = _distinct_row([larger.response[i] for i in sample])
+        small, large = sorted([(len(run), run.label, tokenised), (len(reference), reference.label, ref_tokenised)], key=lambda s: s[0])
+        if large[0] > small[0]:
+            sample = np.sort(np.random.default_rng(seed).choice(large[0], small[0], replace=False))
+            rows[f"{large[1]}: {small[0]} random rows"] = _distinct_row(large[2], sample)
     names = list(rows)
     fig = Figure(figsize=(9, panel_height(len(names))))
     ax = fig.add_subplot(1, 1, 1)
@@ -192,9 +194,9 @@ def distinct(run: Dataset, reference: Dataset | None, seed: int = 0) -> Plot:
     return Plot("distinct_n", "Lexical diversity of responses (distinct-1/2/3)", caption, render(fig), {"groups": rows})
 
 
-def _distinct_row(texts: list[str]) -> dict[str, Any]:
-    values = distinct_n(texts)
-    return {"rows": len(texts), **{f"distinct_{n}": v for n, v in values.items()}}
+def _distinct_row(tokenised: Tokenised, rows: np.ndarray) -> dict[str, Any]:
+    values = tokenised.distinct_n(rows)
+    return {"rows": len(rows), **{f"distinct_{n}": v for n, v in values.items()}}
 
 
 def _vector_groups(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -241,7 +243,7 @@ def projection(run: Dataset, reference: Dataset | None, seed: int = 0) -> Plot |
         return None
     with_reference = reference is not None and reference.vectors is not None
     stacked = np.concatenate([run.vectors, reference.vectors]) if with_reference else run.vectors
-    coords, explained = pca_2d(stacked, seed=seed)
+    coords, explained = pca_2d(stacked)
     run_xy, ref_xy = coords[: len(run.vectors)], coords[len(run.vectors) :]
     rng = np.random.default_rng(seed)
     shown = np.sort(rng.choice(len(run_xy), min(len(run_xy), MAX_POINTS), replace=False))
@@ -263,12 +265,12 @@ def projection(run: Dataset, reference: Dataset | None, seed: int = 0) -> Plot |
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=1.5, frameon=False)
     fig.tight_layout()
     caption = (
-        "Instruction embeddings projected onto their first two principal components (PCA by numpy's "
-        "SVD of the centred vectors"
+        "Instruction embeddings projected onto their first two principal components (PCA with numpy: "
+        "eigenvectors of the covariance matrix"
         + (", fitted on the run and the reference together so both share the axes" if with_reference else "")
         + f"). At most {MAX_POINTS} points per set are drawn (a seeded sample)."
     )
-    data = {"method": "PCA (numpy SVD)", "explained_variance": explained, "points": points,
+    data = {"method": "PCA (numpy eigendecomposition of the covariance matrix)", "explained_variance": explained, "points": points,
             "columns": ["pc1", "pc2", "category", "set"]}
     return Plot("projection", "Embedding projection (PCA)", caption, render(fig), data)
 
@@ -280,13 +282,15 @@ def _histogram_entry(values: np.ndarray, edges: np.ndarray, threshold: float) ->
     return {"rows": len(values), "counts": hist.tolist(), "at_or_above_threshold": int((values >= threshold).sum()), **quantiles}
 
 
-def neighbours(run: Dataset, reference: Dataset | None, threshold: float) -> Plot | None:
-    """The distribution of each instruction's cosine similarity to its nearest neighbour."""
-    if run.vectors is None:
+def neighbours(run: Dataset, reference: Dataset | None) -> Plot | None:
+    """The distribution of each instruction's cosine similarity to its nearest neighbour (from the
+    sets' neighbour scans)."""
+    if run.vectors is None or run.scan is None:
         return None
-    series = {f"{run.label}: nearest other row": (nearest_similarity(run.vectors), RUN_COLOUR, "-")}
-    if reference is not None and reference.vectors is not None:
-        series[f"{reference.label}: nearest other row"] = (nearest_similarity(reference.vectors), REFERENCE_COLOUR, "-")
+    threshold = run.scan.threshold
+    series = {f"{run.label}: nearest other row": (run.scan.nearest, RUN_COLOUR, "-")}
+    if reference is not None and reference.vectors is not None and reference.scan is not None:
+        series[f"{reference.label}: nearest other row"] = (reference.scan.nearest, REFERENCE_COLOUR, "-")
         series[f"{run.label}: nearest {reference.label} row"] = (
             nearest_similarity(run.vectors, reference.vectors), "#2ca02c", "--")
     low = min(0.0, *(float(np.nanmin(v)) for v, _, _ in series.values() if np.isfinite(v).any()))

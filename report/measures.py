@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import faiss
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from instructflow.config.schema import Price
 
 # Words and single punctuation marks, lower-cased: "Don't panic!" -> don ' t panic !
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_BLOCK = 4096  # query rows per faiss call: bounds the memory of one range search
+_BLOCK_CELLS = 1 << 26  # similarities computed at once: 64 Mi float32, 256 MB
 
 
 def tokens(text: str) -> list[str]:
@@ -28,33 +30,45 @@ def word_counts(texts: Sequence[str]) -> np.ndarray:
     return np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
 
 
-def distinct_n(texts: Sequence[str], ns: Sequence[int] = (1, 2, 3)) -> dict[int, float | None]:
-    """distinct-n (Li et al., 2016): distinct n-grams / all n-grams, pooled over `texts`.
+class Tokenised:
+    """Texts as token ids, tokenised once so that many groups of them can be measured.
 
-    N-grams never cross from one text into the next. None for an n with no n-gram at all.
+    Args:
+        texts: the texts; see `tokens` for what a token is.
     """
-    vocab: dict[str, int] = {}
-    ids = [np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens(text)), dtype=np.int64) for text in texts]
-    size = max(len(vocab), 1)
-    result: dict[int, float | None] = {}
-    for n in ns:
-        columns = [_ngram_columns(row, n) for row in ids if len(row) >= n]
-        if not columns:
-            result[n] = None
-            continue
-        grams = np.concatenate(columns, axis=0)
-        if size ** n < 2**62:  # pack each n-gram into one integer: much faster to sort
-            packed = grams @ (size ** np.arange(n - 1, -1, -1, dtype=np.int64))
-            unique = len(np.unique(packed))
-        else:
-            unique = len(np.unique(grams, axis=0))
-        result[n] = unique / len(grams)
-    return result
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        vocab: dict[str, int] = {}
+        self.rows = [np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens(x)), dtype=np.int64) for x in texts]
+        self.vocab_size = max(len(vocab), 1)
+
+    def distinct_n(self, rows: Sequence[int] | np.ndarray | None = None, ns: Sequence[int] = (1, 2, 3)) -> dict[int, float | None]:
+        """distinct-n (Li et al., 2016) of the texts at `rows` (all when None): distinct n-grams
+        divided by all n-grams, pooled over the texts. N-grams never cross from one text into the
+        next. None for an n with no n-gram at all."""
+        picked = self.rows if rows is None else [self.rows[i] for i in rows]
+        # One sequence with -1 between texts; an n-gram that contains a -1 spans two texts.
+        parts = [np.append(row, -1) for row in picked]
+        sequence = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        result: dict[int, float | None] = {}
+        for n in ns:
+            if len(sequence) < n:
+                result[n] = None
+                continue
+            columns = np.stack([sequence[k : len(sequence) - n + 1 + k] for k in range(n)], axis=1)
+            grams = columns[(columns >= 0).all(axis=1)]
+            if len(grams) == 0:
+                result[n] = None
+            elif self.vocab_size**n < 2**62:  # pack each n-gram into one integer: much faster to sort
+                result[n] = len(np.unique(grams @ (self.vocab_size ** np.arange(n - 1, -1, -1, dtype=np.int64)))) / len(grams)
+            else:
+                result[n] = len(np.unique(grams, axis=0)) / len(grams)
+        return result
 
 
-def _ngram_columns(row: np.ndarray, n: int) -> np.ndarray:
-    """The n-grams of one token-id row as a (len - n + 1) x n array."""
-    return np.lib.stride_tricks.sliding_window_view(row, n)
+def distinct_n(texts: Sequence[str], ns: Sequence[int] = (1, 2, 3)) -> dict[int, float | None]:
+    """distinct-n of `texts` pooled (see `Tokenised.distinct_n`)."""
+    return Tokenised(texts).distinct_n(None, ns)
 
 
 def mean_pairwise_cosine_distance(vectors: np.ndarray) -> float | None:
@@ -72,94 +86,106 @@ def mean_pairwise_cosine_distance(vectors: np.ndarray) -> float | None:
     return 1.0 - mean_cos
 
 
-def pca_2d(vectors: np.ndarray, fit_rows: int = 20_000, seed: int = 0) -> tuple[np.ndarray, list[float]]:
-    """Projects rows onto their first two principal components (numpy SVD of the centred rows).
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Projects rows onto their first two principal components.
 
-    The components are fitted on at most `fit_rows` rows drawn with `seed`, then every row is
-    projected. Each component's sign is fixed so that its largest loading is positive, which makes
-    the picture the same from run to run.
+    PCA with numpy: the eigenvectors of the covariance matrix (d x d, so the cost is O(n d^2) and
+    fine for 100k rows) with the two largest eigenvalues. Each component's sign is fixed so that its
+    largest loading is positive, which keeps the picture the same from run to run.
 
     Returns:
-        (n x 2 coordinates, share of the variance each component explains).
+        (n x 2 coordinates, share of the total variance each component explains).
     """
     data = vectors.astype(np.float64)
-    fit = data
-    if len(data) > fit_rows:
-        fit = data[np.random.default_rng(seed).choice(len(data), fit_rows, replace=False)]
-    mean = fit.mean(axis=0)
-    _, singular, components = np.linalg.svd(fit - mean, full_matrices=False)
-    components = components[:2]
+    centred = data - data.mean(axis=0)
+    covariance = centred.T @ centred / max(len(data) - 1, 1)
+    values, vectors_ = np.linalg.eigh(covariance)  # ascending eigenvalues
+    order = np.argsort(values)[::-1][:2]
+    components = vectors_[:, order].T
     signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
     components = components * signs[:, None]
-    variance = singular**2
-    explained = (variance[:2] / variance.sum()).tolist() if variance.sum() > 0 else [0.0, 0.0]
-    coords = (data - mean) @ components.T
-    if coords.shape[1] < 2:  # a single row or dimension: pad the missing axis
+    total = float(values.clip(min=0).sum())
+    explained = [float(max(v, 0.0)) / total if total > 0 else 0.0 for v in values[order]]
+    coords = centred @ components.T
+    if coords.shape[1] < 2:  # one-dimensional vectors: pad the missing axis
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
         explained += [0.0] * (2 - len(explained))
     return coords, explained
 
 
-def _index(vectors: np.ndarray) -> faiss.IndexFlatIP:
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
+@dataclass
+class NeighbourScan:
+    """What one pass over all pairs of rows found.
 
-
-def nearest_similarity(vectors: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
-    """Cosine similarity of each row to its nearest neighbour: another row of `vectors`, or, when
-    `others` is given, any row of `others`. Exact (faiss flat inner-product search). NaN for a row
-    that has no neighbour (a set of one row)."""
-    queries = np.ascontiguousarray(vectors, dtype=np.float32)
-    if others is not None:
-        if len(others) == 0 or len(queries) == 0:
-            return np.full(len(queries), np.nan)
-        sims, _ = _index(others).search(queries, 1)
-        return sims[:, 0].astype(np.float64)
-    if len(queries) < 2:
-        return np.full(len(queries), np.nan)
-    sims, found = _index(queries).search(queries, 2)
-    # A row's best match is itself unless an identical vector ties with it; either way, the best
-    # match that is not the row itself is its nearest neighbour.
-    own = found[:, 0] == np.arange(len(queries))
-    return np.where(own, sims[:, 1], sims[:, 0]).astype(np.float64)
-
-
-def near_duplicate_clusters(vectors: np.ndarray, threshold: float) -> list[np.ndarray]:
-    """Groups of rows joined by pairs with cosine similarity at or above `threshold`.
-
-    The connected components of the graph whose edges are those pairs (so a chain a~b~c is one
-    cluster even when a and c are further apart). Found with faiss range searches over the rows in
-    blocks. Returns the row indices of each cluster of two or more rows, largest first.
+    Attributes:
+        nearest: cosine similarity of each row to its most similar other row (NaN below two rows).
+        pairs: (k, 2) row indices i < j of every pair at or above the threshold.
+        threshold: the threshold `pairs` used.
     """
-    n = len(vectors)
-    if n < 2:
-        return []
+
+    nearest: np.ndarray
+    pairs: np.ndarray
+    threshold: float
+
+
+def _blocks(rows: int, columns: int) -> range:
+    """Starts of query blocks sized so that one block of similarities stays near 256 MB."""
+    size = max(16, _BLOCK_CELLS // max(columns, 1))
+    return range(0, rows, size)
+
+
+def neighbour_scan(vectors: np.ndarray, threshold: float) -> NeighbourScan:
+    """Exact nearest neighbours and near-duplicate pairs of unit `vectors`, in one pass.
+
+    Every pair's cosine similarity is computed (block by block, as float32 matrix products, so
+    O(n^2 d) work: docs/report.md has measured times), which finds each row's nearest other row and
+    every pair at or above `threshold` together.
+    """
     data = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = _index(data)
-    # faiss keeps results strictly above the radius; step just below the threshold to include it.
-    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    parent = np.arange(n)
+    n = len(data)
+    nearest = np.full(n, np.nan)
+    found: list[np.ndarray] = []
+    step = _blocks(n, n).step
+    for start in _blocks(n, n):
+        sims = data[start : start + step] @ data.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = -np.inf  # a row is not its own neighbour
+        if n > 1:
+            nearest[start : start + len(sims)] = sims.max(axis=1)
+        i, j = np.nonzero(sims >= np.float32(threshold))
+        keep = start + i < j
+        found.append(np.stack([start + i[keep], j[keep]], axis=1))
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+    return NeighbourScan(nearest, pairs, threshold)
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for start in range(0, n, _BLOCK):
-        limits, _, found = index.range_search(data[start : start + _BLOCK], radius)
-        for offset in range(len(limits) - 1):
-            i = start + offset
-            for j in found[limits[offset] : limits[offset + 1]]:
-                if j > i:
-                    a, b = root(i), root(int(j))
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
-    roots = np.array([root(i) for i in range(n)])
-    _, inverse, counts = np.unique(roots, return_inverse=True, return_counts=True)
-    groups = [np.flatnonzero(inverse == g) for g in np.flatnonzero(counts > 1)]
-    return sorted(groups, key=lambda g: (-len(g), int(g[0])))
+def nearest_similarity(vectors: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `vectors` to its most similar row of `others` (exact);
+    NaN everywhere when `others` is empty."""
+    if len(others) == 0:
+        return np.full(len(vectors), np.nan)
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    targets = np.ascontiguousarray(others, dtype=np.float32)
+    best = np.empty(len(data))
+    step = _blocks(len(data), len(targets)).step
+    for start in _blocks(len(data), len(targets)):
+        best[start : start + step] = (data[start : start + step] @ targets.T).max(axis=1)
+    return best
+
+
+def clusters(scan: NeighbourScan) -> list[np.ndarray]:
+    """Groups of rows joined by the scan's pairs: the connected components of the graph whose edges
+    are the pairs (so a chain a~b~c is one cluster even when a and c are further apart). Returns
+    the row indices of each group of two or more rows, largest first."""
+    n = len(scan.nearest)
+    if len(scan.pairs) == 0:
+        return []
+    graph = coo_matrix((np.ones(len(scan.pairs), dtype=np.int8), (scan.pairs[:, 0], scan.pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+    return sorted((g for g in groups if counts[inverse[g[0]]] > 1), key=lambda g: (-len(g), int(g[0])))
 
 
 def price_for(prices: dict[str, Price], model: str) -> Price | None:

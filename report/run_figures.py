@@ -18,7 +18,7 @@ from instructflow.report.figures import (
     panel_height,
     render,
 )
-from instructflow.report.measures import near_duplicate_clusters, row_costs
+from instructflow.report.measures import clusters, row_costs
 
 SAMPLES_PER_CLUSTER = 4  # instructions shown per cluster on the page
 _SAMPLE_CHARS = 160
@@ -143,9 +143,9 @@ def duplicate_clusters(run: Dataset, threshold: float, top: int = 10) -> tuple[P
     Returns the plot (None when there is no cluster) and the summary numbers either way.
     """
     summary: dict[str, Any] = {"threshold": threshold, "clusters": 0, "rows_in_clusters": 0}
-    if run.vectors is None or run.vector_rows is None:
+    if run.vectors is None or run.vector_rows is None or run.scan is None:
         return None, summary
-    found = near_duplicate_clusters(run.vectors, threshold)
+    found = clusters(run.scan)
     summary.update(clusters=len(found), rows_in_clusters=int(sum(len(c) for c in found)))
     if not found:
         return None, summary

@@ -11,7 +11,8 @@ import pytest
 from instructflow.cluster.cli import main
 from instructflow.report.build import embed, write_report
 from instructflow.report.data import ReportError, read_reference, read_run
-from tests.unit.report.runs import CATEGORIES, hashing_encoder, make_run, write_seed_tasks
+from tests.unit.report.conftest import Built
+from tests.unit.report.runs import CATEGORIES, make_run, write_seed_tasks
 
 
 def write_lines(path: Path, records: list[object]) -> Path:
@@ -67,12 +68,13 @@ def test_a_run_is_read_in_manifest_order_with_its_side_files(tmp_path: Path) -> 
         read_run(str(tmp_path / "nothing-here"))
 
 
-def test_figures_json_holds_the_numbers_behind_the_plots(tmp_path: Path) -> None:
-    made = make_run(tmp_path / "run", rows=200, clusters=(6, 4, 3))
-    report = write_report(str(tmp_path / "run"), tmp_path / "out", encoder=hashing_encoder)
-    figures = {f["id"]: f["data"] for f in json.loads(report.figures_json.read_text())["figures"]}
+def test_figures_json_holds_the_numbers_behind_the_plots(built_report: Built) -> None:
+    made, report = built_report.made, built_report.report
+    document = json.loads(report.figures_json.read_text())
+    figures = {f["id"]: f["data"] for f in document["figures"]}
     assert sorted(p.name for p in report.images) == sorted(f"{i}.png" for i in figures)
     assert figures["rows_per_category"]["run"] == {c: 50 for c in CATEGORIES}
+    assert figures["rows_per_category"]["reference"] == {"seed_tasks": 30}
     clusters = figures["duplicate_clusters"]
     assert [c["size"] for c in clusters["largest"]] == [6, 4, 3] and clusters["rows_in_clusters"] == 13
     candidates = made["candidates"]
@@ -80,9 +82,16 @@ def test_figures_json_holds_the_numbers_behind_the_plots(tmp_path: Path) -> None
     assert figures["tokens_cost"]["total_cost_usd"] == pytest.approx(cost)
     assert figures["judge_scores"]["rows_scored"] == 200 and figures["judge_scores"]["threshold"] == 6.0
     assert figures["rejects"]["total"] == sum(made["rejects"].values())
-    series = figures["nearest_neighbour"]["series"]["run synthetic01: nearest other row"]
-    assert series["at_or_above_threshold"] == 13 and sum(series["counts"]) == 200
-    assert set(figures["distinct_n"]["groups"]) == {*CATEGORIES, "run synthetic01: all"}
+    series = figures["nearest_neighbour"]["series"]
+    assert series["run synthetic01: nearest other row"]["at_or_above_threshold"] == 13
+    assert sum(series["run synthetic01: nearest other row"]["counts"]) == 200
+    assert sum(series["seed_tasks.jsonl: nearest other row"]["counts"]) == 30
+    assert set(figures["distinct_n"]["groups"]) == {
+        *CATEGORIES, "run synthetic01: all", "seed_tasks.jsonl: all", "run synthetic01: 30 random rows"
+    }
+    points = figures["projection"]["points"]
+    assert len(points) == 230 and {p[3] for p in points} == {"run", "reference"}
+    assert document["summary"]["rows"] == {"run synthetic01": 200, "seed_tasks.jsonl": 30}
 
 
 def test_what_is_missing_is_said_on_the_page(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from instructflow.config.schema import Price
+from instructflow.report import measures
 from instructflow.report.measures import (
+    clusters,
     distinct_n,
     mean_pairwise_cosine_distance,
-    near_duplicate_clusters,
     nearest_similarity,
+    neighbour_scan,
     pca_2d,
     price_for,
     row_costs,
@@ -41,17 +43,22 @@ def test_mean_pairwise_cosine_distance_matches_brute_force() -> None:
     assert mean_pairwise_cosine_distance(np.stack([vectors[0]] * 5)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_nearest_similarity_skips_the_row_itself_even_among_identical_rows() -> None:
+def test_the_scan_finds_every_nearest_neighbour_and_close_pair_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(measures, "_BLOCK_CELLS", 7 * 30)  # blocks of 7 rows: pairs span blocks
     rng = np.random.default_rng(4)
     vectors = np.stack([unit(rng, 32) for _ in range(30)])
     vectors[7] = vectors[3]  # an exact duplicate ties with the row itself
+    vectors[22] = vectors[12]
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
-    assert nearest_similarity(vectors) == pytest.approx(sims.max(axis=1), abs=1e-5)
-    assert nearest_similarity(vectors)[[3, 7]] == pytest.approx([1.0, 1.0], abs=1e-5)
+    scan = neighbour_scan(vectors, 0.5)
+    assert scan.nearest == pytest.approx(sims.max(axis=1), abs=1e-5)
+    assert scan.nearest[[3, 7]] == pytest.approx([1.0, 1.0], abs=1e-5)
+    expected = sorted((i, j) for i in range(30) for j in range(i + 1, 30) if sims[i, j] >= 0.5)
+    assert sorted(map(tuple, scan.pairs.tolist())) == expected and (3, 7) in expected and (12, 22) in expected
     others = np.stack([unit(rng, 32) for _ in range(5)])
     assert nearest_similarity(vectors, others) == pytest.approx((vectors @ others.T).max(axis=1), abs=1e-5)
-    assert np.isnan(nearest_similarity(vectors[:1])).all()
+    assert np.isnan(neighbour_scan(vectors[:1], 0.5).nearest).all()
 
 
 def test_clusters_are_connected_components_at_or_above_the_threshold() -> None:
@@ -63,10 +70,10 @@ def test_clusters_are_connected_components_at_or_above_the_threshold() -> None:
     at = [e[2], np.float32(0.9) * e[2] + np.float32(np.sqrt(0.19)) * e[3]]  # exactly 0.9 counts
     rest = [unit(rng, 64) for _ in range(20)]  # about 0.12 apart in 64 dimensions
     vectors = np.stack([*rest[:5], a, *rest[5:10], b, *at, *rest[10:], c])
-    found = near_duplicate_clusters(vectors, 0.9)
+    found = clusters(neighbour_scan(vectors, 0.9))
     assert [g.tolist() for g in found] == [[5, 11, len(vectors) - 1], [12, 13]]
-    assert [g.tolist() for g in near_duplicate_clusters(vectors, 0.92)] == [[5, 11, len(vectors) - 1]]
-    assert near_duplicate_clusters(vectors, 0.95) == []
+    assert [g.tolist() for g in clusters(neighbour_scan(vectors, 0.92))] == [[5, 11, len(vectors) - 1]]
+    assert clusters(neighbour_scan(vectors, 0.95)) == []
 
 
 def test_pca_finds_the_main_axis_and_reports_variance_shares() -> None:

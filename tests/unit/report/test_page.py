@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from instructflow.report.build import write_report
 from tests.prerequisites import unavailable
-from tests.unit.report.runs import hashing_encoder, make_run, write_seed_tasks
+from tests.unit.report.conftest import Built
 
 WIDTH, HEIGHT = 1280, 7000
 # Runs first in <head>: records script errors and, once everything has loaded, which images
@@ -40,12 +39,9 @@ def chromium() -> str:
     unavailable("no `chromium` on PATH (Debian package `chromium`; `make chromium` installs it)")
 
 
-def test_the_page_loads_every_plot_in_headless_chromium(tmp_path: Path) -> None:
+def test_the_page_loads_every_plot_in_headless_chromium(built_report: Built, tmp_path: Path) -> None:
     browser = chromium()
-    root = tmp_path / "run"
-    make_run(root)
-    reference = write_seed_tasks(tmp_path / "seed_tasks.jsonl")
-    report = write_report(str(root), compare=str(reference), encoder=hashing_encoder)
+    report = built_report.report
     figures = json.loads(report.figures_json.read_text())["figures"]
     assert len(figures) == 10  # every plot has data in this run, so none is left out
     assert report.notes == []
