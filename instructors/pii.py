@@ -21,9 +21,11 @@ import hashlib
 import logging
 import re
 import secrets
+import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -77,18 +79,36 @@ class Finding:
     score: float
 
 
+@contextmanager
+def _unimportable(*names: str) -> Iterator[None]:
+    """Makes modules not yet imported fail to import for a moment (each importer falls back)."""
+    blocked = [n for n in names if n not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 @cache
 def _recognizers(phone_regions: tuple[str, ...]) -> dict[str, Any]:
     """Presidio's recognizers by entity name (built once per process: they compile their regexes)."""
     import tldextract
-    from presidio_analyzer import Pattern, PatternRecognizer
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        EmailRecognizer,
-        IbanRecognizer,
-        IpRecognizer,
-        PhoneRecognizer,
-    )
+
+    # Presidio imports transformers and torch when they are installed (they are: the novelty
+    # encoder's), for NLP engines not used here: 5 s of CPU in each process that scrubs, against 1 s.
+    with _unimportable("transformers", "torch"):
+        from presidio_analyzer import Pattern, PatternRecognizer
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+        )
 
     offline = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)  # the bundled list only
 
@@ -154,8 +174,8 @@ def _recognizers(phone_regions: tuple[str, ...]) -> dict[str, Any]:
 @cache
 def _person_model() -> Any:
     """spaCy's small English pipeline with only what named-entity recognition needs."""
-    import spacy
-
+    with _unimportable("transformers", "torch"):
+        import spacy
     try:
         return spacy.load(PERSON_MODEL, exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
     except OSError as exc:
