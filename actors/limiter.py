@@ -45,6 +45,7 @@ class TeacherGate:
         snap = self.core.snapshot()
         metrics.set_gauge("requests_in_flight", snap["in_flight"], model=self.model)
         metrics.set_gauge("ratelimit_concurrency", snap["allowed_in_flight"], model=self.model)
+        metrics.set_gauge("cost_spent_usd", snap["cost_spent_usd"], model=self.model)
         if snap.get("budget_tokens_left") is not None:
             metrics.set_gauge("budget_remaining_tokens", snap["budget_tokens_left"])
         if snap.get("budget_usd_left") is not None:
@@ -77,8 +78,12 @@ class TeacherGate:
             await self.core.release(**outcome)
         self._export()
 
-    async def add_spent(self, prompt_tokens: int = 0, completion_tokens: int = 0, model: str = "") -> None:
-        self.core.add_spent(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model)
+    async def add_spent(
+        self, prompt_tokens: int = 0, completion_tokens: int = 0, model: str = "", price_factor: float = 1.0
+    ) -> None:
+        self.core.add_spent(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model, price_factor=price_factor
+        )
 
     async def snapshot(self) -> dict[str, Any]:
         return self.core.snapshot()
@@ -194,12 +199,14 @@ class RemoteLimiter:
         prompt_tokens: int,
         completion_tokens: int,
         retry_after_s: float | None = None,
+        price_factor: float = 1.0,
     ) -> None:
         if outcome not in OUTCOMES:  # checked here: one bad outcome must not fail a shared batch
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
+        extra = {"price_factor": price_factor} if price_factor != 1.0 else {}  # batch lines cost less
         await self._releases.submit([{
             "outcome": outcome, "model": model, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "retry_after_s": retry_after_s,
+            "completion_tokens": completion_tokens, "retry_after_s": retry_after_s, **extra,
         }])
 
     async def snapshot(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.teacher.api import (
+    GENERATING,
     BudgetExhausted,
     FatalTeacherError,
     RequestFailed,
@@ -126,6 +127,7 @@ class Producer:
         return self.generating and not self.stopping and self.quota - self.calls_in_flight * self.batch_size > 0
 
     async def _generate_loop(self) -> None:
+        GENERATING.set(True)  # in this loop's own task context: its teacher calls are generating ones
         while self.generating and not self.stopping:
             if not self._may_generate():
                 self._wake.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -9,6 +10,11 @@ from typing import Any, Protocol
 # which call a request belongs to. Real OpenAI-compatible servers ignore unknown headers.
 CATEGORY_HEADER = "X-Instructflow-Category"
 CALL_HEADER = "X-Instructflow-Call"
+
+# True while an instructor makes its generating call(s) (set by the runner around `generate`), so a
+# client in batch mode can tell them from calls on a candidate (answers, judges, a category's
+# further calls on one candidate) without every category saying which of its calls are which.
+GENERATING: ContextVar[bool] = ContextVar("instructflow_generating", default=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class TeacherStats:
     prompt_tokens: int
     completion_tokens: int
     usage: dict[str, Any] = field(default_factory=dict)  # breakdowns by model and category
+    batch: dict[str, int] = field(default_factory=dict)  # batch mode: `BatchStats` fields (empty in sync mode)
 
     @property
     def attempts(self) -> int:

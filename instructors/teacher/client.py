@@ -42,6 +42,7 @@ from instructflow.instructors.teacher.api import (
     RequestFailed,
     TeacherStats,
 )
+from instructflow.instructors.teacher.batch import BatchCollector, BatchJournal, LineResult
 from instructflow.instructors.teacher.limits import RateLimiter
 from instructflow.instructors.teacher.retry import Backoff, Clock, retry_hint
 from instructflow.instructors.teacher.tokens import (
@@ -91,6 +92,8 @@ class TeacherClient:
             completion_tokens, tokens_estimated, category, call, model, attempt, reason); its errors
             are logged and ignored.
         clock / rng: time source and jitter source (virtual time and seeds in tests).
+        journal: where batches are recorded (the run's output); with `config.mode` batch, calls go
+            through the Batch API (`batch.BatchCollector`); without a journal they stay synchronous.
 
     Raises:
         FatalTeacherError: the environment variable named by `config.api_key_env` is unset or empty.
@@ -105,6 +108,7 @@ class TeacherClient:
         observer: Callable[[dict[str, Any]], None] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        journal: BatchJournal | None = None,
     ) -> None:
         self.config = config
         self.base_url = (base_url or config.base_url).rstrip("/")
@@ -128,6 +132,8 @@ class TeacherClient:
             timeout=config.timeout_s,
             http_client=openai.DefaultAioHttpClient(timeout=config.timeout_s),
         )
+        use_batches = config.mode == "batch" and journal is not None
+        self.batch = BatchCollector(self._client, config.batch, journal) if use_batches else None
 
     def _read_key(self) -> str:
         if self.key_env is None:
@@ -147,7 +153,9 @@ class TeacherClient:
     __str__ = __repr__
 
     async def aclose(self) -> None:
-        """Closes the HTTP connection pool."""
+        """Closes the HTTP connection pool (and stops waiting for batches)."""
+        if self.batch is not None:
+            await self.batch.aclose()
         await self._client.close()
 
     # -- the Teacher protocol ----------------------------------------------------------------------
@@ -254,6 +262,7 @@ class TeacherClient:
                 prompt_tokens=tokens[0],
                 completion_tokens=tokens[1],
                 retry_after_s=retry_after if outcome == "rate_limited" else None,
+                price_factor=self.config.batch.price_factor if self._batched(call) else 1.0,
             )
             released = True
         finally:
@@ -270,6 +279,8 @@ class TeacherClient:
         # without building typed request and response models. At 64 requests in flight those
         # cost about a fifth of an instructor's CPU, and `_read` checks the reply itself.
         path = "/chat/completions" if kind == "chat" else "/completions"
+        if self._batched(call):
+            return self._read_line(await self.batch.send(f"/v1{path}", payload, category, call), kind, prompt_est)
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 content = await self._client.post(path, body=payload, cast_to=bytes, options={"headers": headers})
@@ -308,6 +319,18 @@ class TeacherClient:
             charged = (prompt_est, estimate_tokens(text))
         model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else self.model
         return Reply(text, charged[0], charged[1], model, tokens_estimated=estimated)
+
+    def _batched(self, call: str) -> bool:
+        return self.batch is not None and self.batch.takes(call)
+
+    def _read_line(self, line: LineResult, kind: str, prompt_est: int) -> Reply | _Failure:
+        """A batch line's result, read as a synchronous reply with the same status would be."""
+        if line.error is not None:
+            return self._status_failure(line.error)
+        if line.status is None:  # it never ran: its batches expired, failed or were cancelled
+            outcome = "connection" if line.code == "connection" else "server_error"
+            return _Failure(line.code, outcome, line.message, retryable=line.retryable)
+        return self._read(line.body, kind, prompt_est)
 
     def _status_failure(self, exc: openai.APIStatusError) -> _Failure:
         code = exc.status_code
@@ -377,6 +400,7 @@ class TeacherClient:
             requests=dict(self._requests), retries=self._retries, replies=self._replies,
             failures=dict(self._failures), prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"], usage=usage,
+            batch=self.batch.snapshot() if self.batch is not None else {},
         )
 
 

@@ -1,8 +1,8 @@
 """The stub teacher: a real OpenAI-compatible HTTP server on 127.0.0.1 with switchable faults.
 
 Every test and benchmark talks to it instead of a paid API. It serves `POST /v1/chat/completions`,
-`POST /v1/completions` and `GET /v1/models`, plus `GET /stats` and `POST /control` (change faults
-while running). Replies are deterministic for a given seed and request order, and parseable by
+`POST /v1/completions` and `GET /v1/models`, the Files and Batch API (`batches`: a batch ends after
+`batch_window_s` seconds), plus `GET /stats` and `POST /control` (change faults while running). Replies are deterministic for a given seed and request order, and parseable by
 every instructor: for headers X-Instructflow-Category=C and X-Instructflow-Call=K the content is a
 perturbed copy (see `replies`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt
 (cycled or cut to the N list items the prompt asks for), else for K=judge prompts/judge.example.txt,
@@ -36,6 +36,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
+from instructflow.instructors.teacher.stub.batches import BatchDesk
 from instructflow.instructors.teacher.stub.replies import ReplyWriter
 from instructflow.prompts import PROMPTS_DIR
 
@@ -76,6 +77,10 @@ class Faults(BaseModel):
     fail_first_n: int = Field(0, ge=0, description="the first N requests fail (status below)")
     fail_first_status: Literal[429, 500, 503] = Field(503, description="status of those failures")
     require_api_key: str | None = Field(None, description="401 unless the bearer token equals this")
+    batch_window_s: float = Field(1.0, ge=0, description="a batch ends this long after it is created")
+    batch_expire_next: int = Field(0, ge=0, description="the next N batches expire with half their lines run")
+    batch_fail_next: int = Field(0, ge=0, description="the next N batches fail validation (no line runs)")
+    batch_p_line_error: float = Field(0.0, ge=0, le=1, description="share of batch lines answered with a 500")
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -105,6 +110,7 @@ class StubTeacher:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self.batches = BatchDesk(self)
         self.reset_stats()
 
     # -- control ---------------------------------------------------------------------------------
@@ -149,6 +155,7 @@ class StubTeacher:
                 "prompt_tokens": self._prompt_tokens,
                 "completion_tokens": self._completion_tokens,
                 "tokens": self._prompt_tokens + self._completion_tokens,
+                "batch": self.batches.stats(),
             }
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -160,6 +167,7 @@ class StubTeacher:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/control", self._control)
+        self.batches.add_routes(app)
         # handler_cancellation: a client that gives up on a hung request ends its handler too.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
