@@ -12,7 +12,7 @@ from instructflow.actors.core.filters import RowFilter
 from instructflow.actors.core.runinfo import RunInfo
 
 if TYPE_CHECKING:
-    from instructflow.actors.core.hf_export import CategoryStats, FolderStats
+    from instructflow.actors.core.hf_export import CategoryStats, FolderStats, ReportCopy
 
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]
 
@@ -92,6 +92,24 @@ def _provenance(info: RunInfo, stats: FolderStats) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def _report_section(report: ReportCopy) -> list[str]:
+    if not (report.figures or report.summary or report.page):
+        return []
+    lines = ["## Report", "", "From `instructflow report` on the run (its numbers cover every committed row, before any export filter)."]
+    if report.page:
+        lines[-1] += f" The whole page: [{report.page}]({report.page})."
+    lines.append("")
+    if report.summary:
+        lines += ["| measure | " + " | ".join(report.columns) + " |", "|---|" + "---:|" * len(report.columns)]
+        lines += [f"| {measure} | " + " | ".join(values) + " |" for measure, values in report.summary]
+        lines.append("")
+    for file, title, caption in report.figures:
+        lines += [f"**{title}**" if title else "", "", f"![{title}]({file})", ""]
+        if caption:
+            lines += [caption, ""]
+    return lines
+
+
 def render_card(
     stats: FolderStats,
     info: RunInfo,
@@ -99,7 +117,7 @@ def render_card(
     *,
     where: RowFilter,
     license: str,
-    figures: list[str],
+    report: ReportCopy,
 ) -> str:
     """The whole ``README.md`` text."""
     categories = sorted(stats.categories)
@@ -135,8 +153,7 @@ def render_card(
         "Lengths are in characters; judge scores are 0-10 (null where the LLM judge was off).",
         "",
     ]
-    if figures:
-        body += ["## Report figures", "", *(f"![{f.rpartition('/')[2]}]({f})" for f in figures), ""]
+    body += _report_section(report)
     body += _provenance(info, stats)
     body += _columns_table(schema)
     body += [

@@ -4,7 +4,7 @@ Layout (under the destination root, ``exports/hf/``)::
 
     README.md                                    the dataset card (YAML header + summary)
     data/<category>/train-00000-of-00001.parquet every kept row of that category
-    figures/*.png                                the run report's figures, when ``report/`` exists
+    figures/*.png, figures/index.html            the run report's plots and page, when ``report/`` exists
 
 The card's ``configs`` give one config per category plus ``all`` (the default), so
 ``datasets.load_dataset(folder)`` reads every row and ``load_dataset(folder, "trivia")`` one
@@ -14,6 +14,8 @@ category. The folder is rewritten whole; the card is written last, so a folder w
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +32,8 @@ from instructflow.actors.core.hf_card import render_card
 from instructflow.actors.core.manifest import PartEntry
 from instructflow.actors.core.runinfo import read_run_info
 from instructflow.actors.core.storage import Store
+
+log = logging.getLogger(__name__)
 
 DATA_FILE = "data/{category}/train-00000-of-00001.parquet"
 REPORT_DIR = "report"  # where `instructflow report` leaves its page and figures in a run's root
@@ -103,14 +107,57 @@ def _clear(dest: Store, folder: str) -> None:
     dest.makedirs(folder)
 
 
-def _copy_figures(store: Store, dest: Store, folder: str) -> list[str]:
-    """Copies the report's PNG/SVG figures (if `instructflow report` ran) into ``figures/``."""
-    names = [n for n in store.listdir(REPORT_DIR) if n.lower().endswith((".png", ".svg"))]
-    if names:
+@dataclass
+class ReportCopy:
+    """What the card shows of the run's report (`instructflow report`), when one exists.
+
+    Attributes:
+        figures: (file in the folder, title, caption) of each copied plot.
+        summary: (measure, value per column) rows of the report's summary table.
+        columns: the summary's column names (the run, and a reference set when compared).
+        page: the copied HTML page, relative to the folder, or None.
+    """
+
+    figures: list[tuple[str, str, str]] = field(default_factory=list)
+    summary: list[tuple[str, list[str]]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    page: str | None = None
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _copy_report(store: Store, dest: Store, folder: str) -> ReportCopy:
+    """Copies the report's plots (and page) from ``<root>/report/`` into ``figures/``; reads titles,
+    captions and the summary table from its ``figures.json`` when there is one."""
+    copy = ReportCopy()
+    names = store.listdir(REPORT_DIR)
+    described: dict[str, tuple[str, str]] = {}
+    if "figures.json" in names:
+        try:
+            document = json.loads(store.read(f"{REPORT_DIR}/figures.json"))
+            described = {f["file"]: (f.get("title", ""), f.get("caption", "")) for f in document.get("figures", [])}
+            for measure, values in (document.get("summary") or {}).items():
+                copy.columns = copy.columns or list(values)
+                copy.summary.append((measure, [_cell(values.get(c)) for c in copy.columns]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("%s is unreadable; the card lists the report's images only", store.display(f"{REPORT_DIR}/figures.json"))
+    copied = [n for n in names if n.lower().endswith((".png", ".svg")) or n == "index.html"]
+    if copied:
         dest.makedirs(f"{folder}/figures")
-    for name in names:
+    for name in copied:
         dest.write_atomic(f"{folder}/figures/{name}", store.read(f"{REPORT_DIR}/{name}"))
-    return [f"figures/{n}" for n in names]
+        if name == "index.html":
+            copy.page = f"figures/{name}"
+        else:
+            title, caption = described.get(name, (name.rpartition(".")[0], ""))
+            copy.figures.append((f"figures/{name}", title, caption))
+    return copy
 
 
 def write_hf_folder(
@@ -150,7 +197,7 @@ def write_hf_folder(
                 stats.sources.update(table.column("source").to_pylist())
     finally:
         files.close()
-    figures = _copy_figures(store, dest, folder)
-    card = render_card(stats, read_run_info(store), schema, where=where, license=license, figures=figures)
+    report = _copy_report(store, dest, folder)
+    card = render_card(stats, read_run_info(store), schema, where=where, license=license, report=report)
     dest.write_atomic(f"{folder}/README.md", card.encode("utf-8"))
     return dest.display(folder)

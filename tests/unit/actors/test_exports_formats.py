@@ -112,8 +112,14 @@ def test_hf_folder_loads_with_datasets(tmp_path: Path, monkeypatch: pytest.Monke
     import datasets
 
     root = sample(tmp_path / "run")
-    (root / "report").mkdir()
+    (root / "report").mkdir()  # what `instructflow report` leaves there (report/build.py)
     (root / "report" / "lengths.png").write_bytes(b"\x89PNG fake")
+    (root / "report" / "index.html").write_text("<html></html>")
+    figures = {
+        "summary": {"rows": {"run abc123": 5}, "near-duplicate pairs": {"run abc123": 0}},
+        "figures": [{"id": "lengths", "title": "Instruction lengths", "file": "lengths.png", "caption": "Words per row."}],
+    }
+    (root / "report" / "figures.json").write_text(json.dumps(figures))
     assert cli.main(["export", str(root), "--format", "hf", "--exclude-category", "general", "--license", "cc-by-4.0"]) == 0
     folder = root / "exports" / "hf"
     everything = datasets.load_dataset(str(folder), split="train")
@@ -128,7 +134,9 @@ def test_hf_folder_loads_with_datasets(tmp_path: Path, monkeypatch: pytest.Monke
     assert [c["config_name"] for c in header["configs"]] == ["all", "contextual", "trivia"]
     assert "| `trivia` | 2 | 16.5 |" in card  # rows and mean instruction chars, computed from the rows
     assert "`gpt-test`" in card and "`abc123`" in card and "without categories general" in card
-    assert "![lengths.png](figures/lengths.png)" in card and (folder / "figures" / "lengths.png").exists()
+    assert "![Instruction lengths](figures/lengths.png)\n\nWords per row." in card
+    assert "| near-duplicate pairs | 0 |" in card and "[figures/index.html](figures/index.html)" in card
+    assert (folder / "figures" / "lengths.png").read_bytes() == b"\x89PNG fake"
     assert "7.8 (2 scored rows)" in card  # (9.0 + 6.5) / 2
     cli.main(["export", str(root), "--format", "hf", "--include-category", "general"])  # rewritten whole
     assert sorted(os.listdir(folder / "data")) == ["general"]
