@@ -82,10 +82,11 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from instructflow.actors.core.exports import export_dataset
+    from instructflow.actors.core.storage import OutputError
 
     try:
         paths = export_dataset(args.output_dir, args.format, where=_row_filter(args), to=args.to, license=args.license)
-    except ValueError as exc:
+    except (ValueError, OutputError) as exc:
         raise SystemExit(f"instructflow: {exc}") from None
     for path in paths:
         print(path)
@@ -94,10 +95,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from instructflow.actors.core.merge import merge, parse_inputs
+    from instructflow.actors.core.storage import OutputError
 
     try:
         summary = merge(parse_inputs(args.inputs), args.out, where=_row_filter(args), threshold=args.threshold)
-    except ValueError as exc:
+    except (ValueError, OutputError) as exc:
         raise SystemExit(f"instructflow: {exc}") from None
     resumed = f", {summary.resumed_parts} input parts done by an earlier call" if summary.resumed_parts else ""
     print(
