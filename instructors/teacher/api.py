@@ -28,6 +28,14 @@ class Reply:
     tokens_estimated: bool = False  # True when the server sent no `usage` and we counted ourselves
     latency_s: float = 0.0
     attempts: int = 1
+    # Why generation stopped, as the server said: "stop", "length" (cut at max_tokens),
+    # "content_filter", ...; None when the server did not say.
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the reply was cut at `max_tokens` (`finish_reason` "length")."""
+        return self.finish_reason == "length"
 
 
 @dataclass
@@ -41,6 +49,7 @@ class TeacherStats:
     prompt_tokens: int
     completion_tokens: int
     usage: dict[str, Any] = field(default_factory=dict)  # breakdowns by model and category
+    truncated: int = 0  # replies cut at max_tokens (finish_reason "length"), counted in `replies`
     batch: dict[str, int] = field(default_factory=dict)  # batch mode: `BatchStats` fields (empty in sync mode)
 
     @property

@@ -14,6 +14,10 @@ rate limits, the AIMD window and the budget apply to retries too. How each failu
 | 400, 404, other 4xx                       | no       | client_error      | RequestFailed          |
 | 401, 403                                  | no       | client_error      | FatalTeacherError      |
 
+A reply cut at `max_tokens` is not a failure here: it comes back with `finish_reason` "length"
+(`Reply.truncated`) and is counted in `TeacherStats.truncated`; its caller decides (see
+`instructors.truncation`).
+
 `x-should-retry: false` stops retrying; `x-should-retry: true` retries even a 4xx (not 401/403).
 The API key is read from the environment variable named in the config and never appears in
 messages, logs, `repr` or `stats()`.
@@ -123,6 +127,7 @@ class TeacherClient:
         self._failures: Counter[str] = Counter()
         self._retries = 0
         self._replies = 0
+        self._truncated = 0  # replies cut at max_tokens
         # aiohttp as the SDK's transport (its documented `DefaultAioHttpClient`): about 40% less
         # CPU per request than the default httpx one, which counts at tens of requests a second.
         self._client = openai.AsyncOpenAI(
@@ -227,6 +232,7 @@ class TeacherClient:
         """Counts billed tokens: every reply, and failed replies the server charged for."""
         if isinstance(result, Reply):
             self._replies += 1
+            self._truncated += result.truncated
         elif not (result.prompt_tokens or result.completion_tokens):
             return
         self.ledger.add(
@@ -318,7 +324,9 @@ class TeacherClient:
         if estimated:
             charged = (prompt_est, estimate_tokens(text))
         model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else self.model
-        return Reply(text, charged[0], charged[1], model, tokens_estimated=estimated)
+        finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+        finish = finish if isinstance(finish, str) else None  # "length": cut at max_tokens
+        return Reply(text, charged[0], charged[1], model, tokens_estimated=estimated, finish_reason=finish)
 
     def _batched(self, call: str) -> bool:
         return self.batch is not None and self.batch.takes(call)
@@ -397,7 +405,7 @@ class TeacherClient:
         """Attempts by status class, retries, failed requests by reason, replies and token usage."""
         usage = self.ledger.snapshot()
         return TeacherStats(
-            requests=dict(self._requests), retries=self._retries, replies=self._replies,
+            requests=dict(self._requests), retries=self._retries, replies=self._replies, truncated=self._truncated,
             failures=dict(self._failures), prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"], usage=usage,
             batch=self.batch.snapshot() if self.batch is not None else {},

@@ -7,6 +7,9 @@ every instructor: for headers X-Instructflow-Category=C and X-Instructflow-Call=
 perturbed copy (see `replies`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt
 (cycled or cut to the N list items the prompt asks for), else for K=judge prompts/judge.example.txt,
 else for K=topics a numbered list of made-up topics, else a paragraph of 2-5 sentences.
+Like a real server it honours the request's `max_tokens`: a longer reply is cut at the cap, with
+`finish_reason` "length" and usage counting what was sent; `p_length` makes replies run past the cap
+on purpose (for the call kinds in `length_calls`). `p_truncated` is another fault: a broken transfer.
 
 In a test::
 
@@ -26,6 +29,7 @@ import email.utils
 import json
 import math
 import random
+import re
 import signal
 import threading
 import time
@@ -37,13 +41,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
 from instructflow.instructors.teacher.stub.batches import BatchDesk
-from instructflow.instructors.teacher.stub.replies import ReplyWriter
+from instructflow.instructors.teacher.stub.replies import ReplyWriter, sentence, split_items
 from instructflow.prompts import PROMPTS_DIR
 
 # Probabilistic faults, drawn in this fixed order for every request so that one request's draws
 # never depend on which switches are on (determinism for a given seed and request order).
 _DRAWS = ("p_429", "p_500", "p_503", "p_hang", "p_truncated", "p_garbled", "p_empty_choices",
-          "p_missing_usage", "p_wrong_format", "p_duplicate", "jitter", "wear")
+          "p_missing_usage", "p_wrong_format", "p_duplicate", "jitter", "wear", "p_length")
 _Prob = Field(0.0, ge=0, le=1)
 
 
@@ -63,12 +67,20 @@ class Faults(BaseModel):
     p_503: float = _Prob
     p_hang: float = _Prob
     hang_max_s: float = Field(300.0, gt=0, description="a hung request answers 504 after this")
-    p_truncated: float = _Prob
+    p_truncated: float = Field(0.0, ge=0, le=1, description="the HTTP body cut off mid-JSON (a broken transfer)")
     p_garbled: float = _Prob
     p_empty_choices: float = _Prob
     p_missing_usage: float = _Prob
     p_wrong_format: float = _Prob
     p_duplicate: float = _Prob
+    p_length: float = Field(
+        0.0, ge=0, le=1,
+        description="share of replies that run past the request's max_tokens: more of the same (list "
+        "items, or sentences) is written and the reply is cut at max_tokens with finish_reason length",
+    )
+    length_calls: list[str] = Field(
+        default_factory=list, description="call kinds p_length applies to (X-Instructflow-Call); empty: all"
+    )
     wear: dict[str, int] = Field(
         default_factory=dict,
         description="category -> N: a supply that wears out; the share of that category's generating "
@@ -90,6 +102,31 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
 
 def _tokens(text: str) -> int:
     return math.ceil(len(text.split()) * 1.3)
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    """The request's completion-token cap (`max_tokens`, or `max_completion_tokens`), if it set one."""
+    cap = body.get("max_tokens", body.get("max_completion_tokens"))
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+
+
+def _cut(text: str, cap: int) -> str:
+    """`text` up to its last whole word within `cap` tokens (as `_tokens` counts), layout kept."""
+    words = int(cap / 1.3)
+    while words and _tokens("w " * words) > cap:
+        words -= 1
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    return text[: ends[words - 1]] if words else ""
+
+
+def _run_on(content: str, cap: int, rng: random.Random) -> str:
+    """`content` continued past `cap` tokens: a list (numbered or labelled items) repeats its items,
+    other text gains made-up sentences."""
+    is_list = split_items(content) is not None
+    text = content
+    while _tokens(text) <= cap:
+        text += f"\n{content}" if is_list else f" {sentence(rng)}"
+    return text
 
 
 class StubTeacher:
@@ -329,12 +366,13 @@ class StubTeacher:
         )
         if kind != "example":
             self._count(kind)
+        content, finish = self._fit(content, body, call, faults, hit["p_length"], rng)
         await asyncio.sleep(faults.latency_s + draws["jitter"] * faults.jitter_s)
         if hit["p_hang"]:
             self._count("p_hang")
             await asyncio.sleep(faults.hang_max_s)  # cancelled when the client disconnects
             return _error(504, "hung request released", "server_error")
-        return self._completion(body, prompt, content, number, chat, hit, rng)
+        return self._completion(body, prompt, content, number, chat, hit, rng, finish)
 
     @staticmethod
     def _prompt_text(body: dict[str, Any], chat: bool) -> str:
@@ -344,12 +382,29 @@ class StubTeacher:
         messages = body.get("messages") or []
         return "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
 
+    def _fit(
+        self, content: str, body: dict[str, Any], call: str, faults: Faults, long: bool, rng: random.Random
+    ) -> tuple[str, str]:
+        """The content as a server that honours `max_tokens` sends it, and its finish_reason: cut at
+        the cap ("length") when longer. Under `p_length` (for the calls in `length_calls`) the reply
+        first runs on past the cap: a list repeats its items, anything else gains sentences."""
+        cap = _max_tokens(body)
+        if cap is None:
+            return content, "stop"
+        if long and (not faults.length_calls or call in faults.length_calls):
+            self._count("p_length")
+            content = _run_on(content, cap, rng)
+        if _tokens(content) <= cap:
+            return content, "stop"
+        return _cut(content, cap), "length"
+
     def _completion(
-        self, body: dict[str, Any], prompt: str, content: str, number: int, chat: bool, hit: dict[str, bool], rng: random.Random
+        self, body: dict[str, Any], prompt: str, content: str, number: int, chat: bool, hit: dict[str, bool],
+        rng: random.Random, finish: str = "stop",
     ) -> web.Response:
         usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(content)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if chat:
             choice["message"] = {"role": "assistant", "content": content}
         else:
@@ -394,6 +449,11 @@ def _wear_flag(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(f"expected CATEGORY=N[,CATEGORY=N...], got {text!r}") from None
 
 
+def _names_flag(text: str) -> list[str]:
+    """`--length-calls respond,judge`."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m instructflow.instructors.teacher.stub",
@@ -407,6 +467,8 @@ def _parser() -> argparse.ArgumentParser:
             kind = int
         if name == "wear":
             kind = _wear_flag
+        if name == "length_calls":
+            kind = _names_flag
         parser.add_argument(_flag(name), dest=name, type=kind, default=None, help=field.description or name)
     return parser
 
