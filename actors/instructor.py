@@ -89,6 +89,8 @@ class InstructorActor:
             concurrency=params.concurrency,
             on_event=on_event,
             max_failures_in_a_row=config.teacher.max_failures_in_a_row,
+            # fire and forget, as the stages do: a log, not the books
+            log_rejects=lambda rejects: self.writer.call.remote("log_rejects", rejects),
         )
 
     async def run(self) -> str | None:

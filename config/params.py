@@ -26,6 +26,14 @@ class CategoryParams(BaseModel):
     readability: str | None = Field(None, description="e.g. 'a 12-year-old can follow it'")
     system_prompt: str | None = Field(None, description="system prompt stored with each row")
     temperature: float | None = Field(None, ge=0, le=2, description="overrides teacher.temperature")
+    max_tokens: int | None = Field(
+        None, ge=1, le=65536, description="overrides teacher.max_tokens for this category's calls"
+    )
+    max_continuations: int = Field(
+        0, ge=0, le=8,
+        description="an answer cut at max_tokens is continued by up to this many further calls "
+        "(the cut answer is sent back with a request to go on); 0: it is rejected as truncated",
+    )
 
 
 def register_params(category: str, params: type[CategoryParams]) -> None:

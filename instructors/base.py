@@ -10,6 +10,7 @@ with the category's system prompt) or declare `response_variables` and ship
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Any, ClassVar
 
 from instructflow.config import Pii
 from instructflow.config.params import CategoryParams
-from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.parsing import numbered_items, whole_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
+from instructflow.instructors.truncation import ReplyTruncated, ask_whole
 
 # What a template is given as its topic when the run has no topics: a neutral phrase, not a topic.
 NO_TOPIC = "any subject you like"
@@ -125,12 +127,60 @@ class Instructor:
         )
 
     async def ask(self, teacher: Teacher, prompt: str, call: str, system: str | None = None) -> Reply:
-        """Sends one user prompt (and optional system prompt) to the teacher."""
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": prompt})
+        """Sends one user prompt (and optional system prompt) to the teacher. The reply may be cut at
+        `max_tokens` (`Reply.truncated`): read lists with `parse_reply`, answers with `ask_answer`."""
         return await teacher.chat(
-            messages, category=self.category, call=call, temperature=self.params.temperature
+            _messages(prompt, system), category=self.category, call=call,
+            max_tokens=self.params.max_tokens, temperature=self.params.temperature,
         )
+
+    async def ask_answer(
+        self, teacher: Teacher, prompt: str, call: str, candidate: Candidate, system: str | None = None,
+        max_tokens: int | None = None,
+    ) -> Reply:
+        """An answer call for `candidate`, whose reply must end whole: a reply cut at `max_tokens` is
+        continued up to `max_continuations` times. The tokens of every call go on the candidate.
+
+        Raises:
+            ReplyTruncated: the reply stayed cut (the runner rejects the candidate as `truncated`).
+        """
+        reply = await self.ask_continued(teacher, prompt, call, system, max_tokens)
+        candidate.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+        if reply.truncated:
+            cap = max_tokens or self.params.max_tokens
+            raise ReplyTruncated(self.category, call, 1 + self.params.max_continuations, cap, reply.text)
+        return reply
+
+    async def ask_continued(
+        self, teacher: Teacher, prompt: str, call: str, system: str | None = None, max_tokens: int | None = None
+    ) -> Reply:
+        """`ask`, with a reply cut at `max_tokens` continued up to `max_continuations` times (see
+        `truncation.ask_whole`); the reply is still `truncated` when the last part was cut too."""
+        return await ask_whole(
+            teacher, _messages(prompt, system), category=self.category, call=call,
+            max_tokens=max_tokens or self.params.max_tokens, temperature=self.params.temperature,
+            continuations=self.params.max_continuations,
+        )
+
+    def parse_reply(self, reply: Reply, values: dict[str, Any]) -> list[Candidate]:
+        """`parse` on a generating reply; from one cut at `max_tokens`, only the items the cut did not
+        reach (`parsing.whole_items`, with a `fork` for the trial read)."""
+        if not reply.truncated:
+            return self.parse(reply.text, values)
+        trial = self.fork()
+        return whole_items(
+            lambda text: self.parse(text, values), reply.text, key=lambda c: (c.instruction, c.response),
+            trial=lambda text: trial.parse(text, values),
+        )
+
+    def fork(self) -> Instructor:
+        """A copy sharing this one's templates and params but not the state a `parse` may change
+        (its rng, and any dict, list or set it keeps): for a trial read that must leave no trace."""
+        copy_ = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, random.Random) or (isinstance(value, dict | list | set) and not _templates(value)):
+                setattr(copy_, name, copy.deepcopy(value))
+        return copy_
 
     # -- what the runner calls -----------------------------------------------------------------
     async def generate(self, teacher: Teacher) -> list[Candidate]:
@@ -138,7 +188,7 @@ class Instructor:
         values = self.choose()
         prompt = self.template.render({**self.common_values(), **values})
         reply = await self.ask(teacher, prompt, call="generate")
-        candidates = self.parse(reply.text, values)
+        candidates = self.parse_reply(reply, values)
         share = max(len(candidates), 1)
         for cand in candidates:
             cand.model = reply.model
@@ -149,12 +199,12 @@ class Instructor:
         """Fills in the response of a candidate that passed the novelty check, or returns None."""
         if self.response_template is not None:
             values = {**self.common_values(), **self.response_values(candidate)}
-            reply = await self.ask(teacher, self.response_template.render(values), "respond", self.system)
+            prompt = self.response_template.render(values)
+            reply = await self.ask_answer(teacher, prompt, "respond", candidate, self.system)
             candidate.add_template(self.response_template.digest)
         else:
-            reply = await self.ask(teacher, candidate.instruction, "respond", candidate.system)
+            reply = await self.ask_answer(teacher, candidate.instruction, "respond", candidate, candidate.system)
         text = self.parse_response(reply.text, candidate)
-        candidate.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
         if not text:
             return None
         candidate.response = text
@@ -175,3 +225,14 @@ class TaskList(Instructor):
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         return [self.candidate(item, topic=values["topic"]) for item in self.list_items(reply)]
+
+
+def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def _templates(value: dict[Any, Any] | list[Any] | set[Any]) -> bool:
+    """Whether a container holds templates (shared by a `fork`, never copied)."""
+    return any(isinstance(v, PromptTemplate) for v in (value.values() if isinstance(value, dict) else value))

@@ -4,7 +4,8 @@ Rules reject refusals, apologies and AI disclaimers, lengths out of range, banne
 regular expressions. The PII scrubber (`instructors.pii`) masks or replaces personal data in the
 instruction and response, or rejects the row (`pii:<entity>`), before any LLM judge sees it. The
 LLM judge renders `prompts/<template>.j2`, asks the teacher for a score from 0 to 10, and records
-the verdict and score on the candidate.
+the verdict and score on the candidate. A judge reply cut at `max_tokens` is asked again once with
+twice the room; cut again, the row is rejected as `judge_truncated`, never judged on half a reply.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ REFUSAL_PATTERNS = [
     r"\bopenai\b",
     r"\bmy (?:knowledge )?cut-?off\b",
 ]
+JUDGE_TRUNCATED = "judge_truncated"  # the judge's reply stopped at max_tokens, even with twice the room
 _SCORE = re.compile(r"\bSCORE\s*[:=]\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _VERDICT = re.compile(r"\bVERDICT\s*[:=]\s*([A-Za-z_]+)", re.IGNORECASE)
 
@@ -145,11 +147,19 @@ class JudgeChain:
         prompt = self.template.render(
             {"category": cand.category, "instruction": cand.instruction, "response": cand.response or ""}
         )
-        reply = await teacher.chat(
-            [{"role": "user", "content": prompt}], category=cand.category, call="judge",
-            max_tokens=self.llm.max_tokens, temperature=0.0,
-        )
-        cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+        # A reply cut at max_tokens is never read as a verdict (a score may sit before the cut while
+        # the verdict it would have led to does not): asked once more with twice the room, then the
+        # row is rejected. At temperature 0 the second reply starts as the first one did.
+        for max_tokens in (self.llm.max_tokens, 2 * self.llm.max_tokens):
+            reply = await teacher.chat(
+                [{"role": "user", "content": prompt}], category=cand.category, call="judge",
+                max_tokens=max_tokens, temperature=0.0,
+            )
+            cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+            if not reply.truncated:
+                break
+        else:
+            return Verdict(False, JUDGE_TRUNCATED)
         score, verdict = parse_judgement(reply.text)
         if score is None:
             return Verdict(False, "judge_unparseable")

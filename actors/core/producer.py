@@ -29,6 +29,7 @@ from instructflow.instructors.teacher.api import (
     Teacher,
     TeacherStats,
 )
+from instructflow.instructors.truncation import TRUNCATED, ReplyTruncated
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ class Producer:
         concurrency: int,
         on_event: Callable[[str, int, str, str | None], None] | None = None,
         max_failures_in_a_row: int = 0,
+        log_rejects: Callable[[list[tuple[Candidate, str]]], Any] | None = None,
     ) -> None:
         self.instructor = instructor
+        self.log_rejects = log_rejects  # candidates this stage rejects, for the rejects log
         self.teacher = teacher
         self.emit_novelty = emit_novelty
         self.take_answers = take_answers
@@ -199,8 +202,14 @@ class Producer:
 
     async def _answer(self, cand: Candidate) -> None:
         try:
-            async with self.slots:
-                answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
+            try:
+                async with self.slots:
+                    answered = await self._call("respond", self.instructor.respond(cand, self.teacher), cand)
+            except ReplyTruncated as exc:  # the answer stopped at max_tokens and was not (fully) continued
+                if cand.response is None:  # the cut answer, for whoever reads the rejects log
+                    cand.response = exc.text or None
+                await self._reject(cand, TRUNCATED)
+                return
             if answered is None:  # failed for good, or cut off by the budget or a fatal error
                 reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
                 self.on_event("reject", 1, "generate", reason)
@@ -216,6 +225,16 @@ class Producer:
             self.held -= 1
             self.answering -= 1
 
+    async def _reject(self, cand: Candidate, reason: str) -> None:
+        """A candidate this stage judged unfit (its answer stayed cut): in the books as rejected by
+        the `instructor` stage, in the rejects log and in the metrics."""
+        self.on_event("reject", 1, "generate", reason)
+        if self.log_rejects is not None:
+            self.log_rejects([(cand, reason)])
+        delta = Ledger()
+        delta.reject([cand], "instructor", reason)
+        await self.report(delta)
+
     async def _drop(self, cands: list[Candidate], reason: str) -> None:
         delta = Ledger()
         delta.drop(cands, reason)
@@ -227,6 +246,9 @@ class Producer:
             result = await work
             self.failed_in_a_row = 0
             return result
+        except ReplyTruncated:  # the teacher answered: a verdict on the candidate, not a failure
+            self.failed_in_a_row = 0
+            raise
         except BudgetExhausted:
             self.outcome = self.outcome or "budget"
             self.stop()

@@ -86,7 +86,7 @@ class CounterfactualContextual(Instructor):
         reply = await self.ask(
             teacher, self.template.render({**self.common_values(), **values}), "generate"
         )
-        truths = [c for c in self.parse(reply.text, values) if c.meta["group"] not in self._emitted]
+        truths = [c for c in self.parse_reply(reply, values) if c.meta["group"] not in self._emitted]
         fakes = await asyncio.gather(*(self._falsify(truth, teacher) for truth in truths))
         out: list[Candidate] = []
         for truth, fake in zip(truths, fakes, strict=True):
@@ -108,10 +108,11 @@ class CounterfactualContextual(Instructor):
             {**self.common_values(), "passage": meta["passage"], "question": meta["question"]}
         )
         try:
-            reply = await self.ask(teacher, prompt, "falsify")
+            reply = await self.ask_continued(teacher, prompt, "falsify")
         except RequestFailed:
             return None  # this pair is lost; the others from the same call are still good
-        passage = self.parse_falsified(reply.text, meta["passage"])
+        # A rewritten passage cut at max_tokens would be a fake shorter than its truth: lost too.
+        passage = None if reply.truncated else self.parse_falsified(reply.text, meta["passage"])
         if passage is None:
             return None
         fake = self.candidate(

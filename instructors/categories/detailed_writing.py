@@ -13,7 +13,7 @@ from pydantic import Field
 from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import labelled_lines, word_count
 from instructflow.instructors.base import Instructor
-from instructflow.instructors.parsing import numbered_items
+from instructflow.instructors.parsing import numbered_items, whole_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
 from instructflow.instructors.render import PromptTemplate
@@ -86,8 +86,9 @@ class DetailedWriting(Instructor):
         words = int(candidate.meta.get("words", self.params.lengths[0]))
         count = min(max(round(words / self.params.part_words), 2), self.params.max_parts)
         reply = await self._call(teacher, candidate, "outline", {"parts": count})
-        parts = self.parse_outline(reply.text)
-        if not parts:
+        # An outline cut at max_tokens keeps its whole parts (still at least two).
+        parts = whole_items(self.parse_outline, reply.text) if reply.truncated else self.parse_outline(reply.text)
+        if len(parts) < 2:
             return None
         outline = "\n".join(f"PART {i}: {part}" for i, part in enumerate(parts, 1))
         each = words // len(parts)
@@ -117,23 +118,19 @@ class DetailedWriting(Instructor):
         words: int | None = None,
     ) -> Reply:
         """One stage's call (template `<category>.<call>.j2`); `words` sizes max_tokens so that long
-        texts are not cut off."""
+        texts are not cut off. A part or the combined piece cut anyway is continued or rejected
+        (`ask_answer`); a cut outline is returned as it is."""
         template = self.stage_templates[call]
         prompt = template.render(
             {**self.common_values(), "instruction": cand.instruction, **values}
         )
-        messages = [{"role": "system", "content": self.system}] if self.system else []
-        messages.append({"role": "user", "content": prompt})
-        reply = await teacher.chat(
-            messages,
-            category=self.category,
-            call=call,
-            max_tokens=int(words * _TOKENS_PER_WORD) + 256 if words else None,
-            temperature=self.params.temperature,
-        )
-        cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
         cand.add_template(template.digest)
-        return reply
+        if call == "outline":
+            reply = await self.ask(teacher, prompt, call, self.system)
+            cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
+            return reply
+        cap = int(words * _TOKENS_PER_WORD) + 256 if words else None
+        return await self.ask_answer(teacher, prompt, call, cand, self.system, max_tokens=cap)
 
 
 def _stated_length(item: str, asked: int) -> int | None:

@@ -36,6 +36,7 @@ STORM = {
     "p_hang": 0.04, "hang_max_s": 60.0,
     "p_truncated": 0.05, "p_garbled": 0.05, "p_empty_choices": 0.05,
     "p_missing_usage": 0.15, "p_wrong_format": 0.08,
+    "p_length": 0.2, "length_calls": ["respond"],  # answers cut at max_tokens: rejected as truncated
     # 503 for the first 8 requests: both attempts of the 4 calls that open the run, which so fail
     # for good (dead letters for certain).
     "fail_first_n": 8,
@@ -95,9 +96,10 @@ def assert_no_restarts(config: Config) -> None:
 
 @pytest.mark.fault(
     fault="teacher storm: 429 with Retry-After, 500/503 bursts, hangs past timeout_s, truncated and "
-          "garbled JSON, empty choices, missing usage, wrong-format replies",
+          "garbled JSON, empty choices, missing usage, wrong-format replies, answers cut at max_tokens",
     expected="run completes at exactly the target; no actor restarts; every attempt counted in the "
-             "summary; requests that failed for good dead-lettered with their reason",
+             "summary; requests that failed for good dead-lettered with their reason; cut answers "
+             "rejected as truncated, in the books and in rejects.jsonl",
 )
 def test_storm_of_teacher_faults(ray_local, stub, tmp_path, capsys):
     stub.set_faults(**STORM)
@@ -117,6 +119,8 @@ def test_storm_of_teacher_faults(ray_local, stub, tmp_path, capsys):
     assert_no_restarts(config)
     check_every_fault_is_counted(stub.stats(), progress)
     check_dead_letters(out, progress)
+    logged = Counter(json.loads(line)["reason"] for line in (out / "rejects.jsonl").read_text().splitlines())
+    assert 0 < logged["truncated"] == progress.rejects["instructor:truncated"] <= stub.stats()["faults_injected"]["p_length"]
     assert "summary (complete)" in summary
     assert f"5xx {progress.requests['5xx']}" in summary and f"(retried {progress.retries})" in summary
     assert f"server_error {progress.failures['server_error']}" in summary  # the failed calls row
