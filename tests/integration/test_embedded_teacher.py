@@ -37,15 +37,21 @@ def test_engine_answers_chat_and_completion_and_maps_llama_errors() -> None:
     engine = LlamaEngine(_settings())
     try:
 
-        async def run() -> tuple[dict, dict]:
+        async def run() -> tuple[dict, dict, dict]:
             # Two at once: both llama.cpp slots decode together and neither blocks the loop.
             return await asyncio.gather(
                 engine.chat({"messages": ASK, "max_tokens": 24}),
                 engine.completion({"prompt": "The capital of France is", "max_tokens": 8}),
+                engine.completion({"prompt": "Counting from one to fifty: one, two, three,", "max_tokens": 6}),
             )
 
-        chat, completion = asyncio.run(run())
+        chat, completion, counting = asyncio.run(run())
         assert chat["object"] == "chat.completion" and chat["model"] == MODEL
+        # finish_reason "length" when the reply stopped at max_tokens (what instructflow reads).
+        for reply, cap in ((chat, 24), (completion, 8), (counting, 6)):
+            finish = reply["choices"][0]["finish_reason"]
+            assert finish == "stop" or (finish == "length" and reply["usage"]["completion_tokens"] == cap)
+        assert counting["choices"][0]["finish_reason"] == "length"
         assert chat["choices"][0]["message"]["content"].strip()
         assert 0 < chat["usage"]["completion_tokens"] <= 24 and chat["usage"]["prompt_tokens"] > 0
         assert completion["choices"][0]["text"].strip() and completion["usage"]["completion_tokens"] > 0
