@@ -95,10 +95,10 @@ class _Merger:
         self.done = self.journal.done({e.file for e in found.entries})
         self.index: NoveltyShard | None = None
         self.pending: dict[int, list[np.ndarray]] = {}
+        committed = {e.file: e for e in found.entries}
         for (i, _), result in sorted(self.done.items(), key=lambda kv: kv[0]):
-            if result.out is not None:
-                entry = next(e for e in found.entries if e.file == result.out)
-                self.pending.setdefault(i, []).append(vectors_of(read_part(store, entry, ["embedding"])))
+            if result.out is not None:  # resumed: the kept vectors come back from the output parts
+                self.pending.setdefault(i, []).append(vectors_of(read_part(store, committed[result.out], ["embedding"])))
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._encode is None:
@@ -132,8 +132,8 @@ class _Merger:
     def _vectors(self, source: Source, table: pa.Table) -> tuple[np.ndarray, int]:
         """The embedding of each row: stored ones when the model matches, else computed here."""
         stored = None if source.reembed else vectors_of(table, allow_missing=True)
-        missing = list(range(table.num_rows)) if stored is None else [r for r in range(table.num_rows) if np.isnan(stored[r, 0])]
-        if not missing:
+        missing = np.arange(table.num_rows) if stored is None else np.flatnonzero(np.isnan(stored[:, 0]))
+        if len(missing) == 0:
             return stored, 0
         texts = table.column("instruction").to_pylist()
         fresh = self.encode([texts[r] for r in missing])
