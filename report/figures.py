@@ -56,11 +56,13 @@ def render(fig: Figure) -> bytes:
 
 
 def category_colours(categories: Sequence[str]) -> dict[str, Any]:
-    """A stable colour per category (tab20 holds all 20 built-in categories)."""
+    """A colour per category, in order: tab20's ten strong shades first, then its ten light ones, so
+    that up to ten categories get clearly different colours and all 20 built-in ones get their own."""
     from matplotlib import colormaps
 
     palette = colormaps["tab20"]
-    return {c: palette(i % 20) for i, c in enumerate(categories)}
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {c: palette(order[i % 20]) for i, c in enumerate(categories)}
 
 
 def groups(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -128,7 +130,7 @@ def lengths(run: Dataset, reference: Dataset | None) -> Plot:
     """Histograms of instruction and response lengths in words."""
     fig = Figure(figsize=(12, 3.8))
     data: dict[str, Any] = {"unit": "whitespace-separated words"}
-    density = reference is not None
+    shares = reference is not None  # sets of different sizes compare as shares of their rows
     for position, field_name in enumerate(("instruction", "response"), 1):
         ax = fig.add_subplot(1, 2, position)
         sets = [(run, RUN_COLOUR)] + ([(reference, REFERENCE_COLOUR)] if reference is not None else [])
@@ -138,18 +140,19 @@ def lengths(run: Dataset, reference: Dataset | None) -> Plot:
         for ds, colour in sets:
             values = counts[ds.label]
             hist, _ = np.histogram(values, bins=edges)
-            ax.hist(values, bins=edges, density=density, histtype="step" if density else "bar",
-                    linewidth=2 if density else 1, color=colour, label=ds.label, alpha=1.0 if density else 0.85)
+            weights = np.full(len(values), 1 / max(len(values), 1)) if shares else None
+            ax.hist(values, bins=edges, weights=weights, histtype="step" if shares else "bar",
+                    linewidth=2 if shares else 1, color=colour, label=ds.label, alpha=1.0 if shares else 0.85)
             entry[ds.label] = {"counts": hist.tolist(), **_summary(values)}
         ax.set_xscale("log")
         ax.set_xlabel(f"{field_name} length (words, log scale)")
-        ax.set_ylabel("density" if density else "rows")
+        ax.set_ylabel("share of rows" if shares else "rows")
         ax.legend(fontsize=8)
         data[field_name] = entry
     fig.tight_layout()
     caption = (
         "Instruction and response lengths in whitespace-separated words, on logarithmic bins."
-        + (" Both sets are drawn as densities so that sets of different sizes compare." if density else "")
+        + (" Each set's bars are shares of its rows, so that sets of different sizes compare." if shares else "")
     )
     return Plot("lengths", "Instruction and response lengths", caption, render(fig), data)
 
@@ -249,12 +252,13 @@ def projection(run: Dataset, reference: Dataset | None, seed: int = 0) -> Plot |
     shown = np.sort(rng.choice(len(run_xy), min(len(run_xy), MAX_POINTS), replace=False))
     labels = np.asarray(run.category, dtype=object)[run.vector_rows]
     colours = category_colours(run.categories())
+    size = float(np.clip(4000 / max(len(shown), 1), 6, 30))  # fewer points, larger dots
     fig = Figure(figsize=(11, 7))
     ax = fig.add_subplot(1, 1, 1)
     for category in run.categories():
         pick = shown[labels[shown] == category]
         if len(pick):
-            ax.scatter(run_xy[pick, 0], run_xy[pick, 1], s=9, color=colours[category], label=category, alpha=0.8)
+            ax.scatter(run_xy[pick, 0], run_xy[pick, 1], s=size, color=colours[category], label=category, alpha=0.8)
     points = [[round(float(run_xy[i, 0]), 4), round(float(run_xy[i, 1]), 4), labels[i], "run"] for i in shown]
     if with_reference:
         ref_shown = np.sort(rng.choice(len(ref_xy), min(len(ref_xy), MAX_POINTS), replace=False))
@@ -301,11 +305,12 @@ def neighbours(run: Dataset, reference: Dataset | None) -> Plot | None:
     for name, (values, colour, style) in series.items():
         finite = values[np.isfinite(values)]
         if len(finite):
-            ax.hist(finite, bins=edges, density=len(series) > 1, histtype="step", linewidth=2, color=colour, linestyle=style, label=name)
+            weights = np.full(len(finite), 1 / len(finite)) if len(series) > 1 else None
+            ax.hist(finite, bins=edges, weights=weights, histtype="step", linewidth=2, color=colour, linestyle=style, label=name)
         data["series"][name] = _histogram_entry(values, edges, threshold)
     ax.axvline(threshold, color="crimson", linestyle=":", label=f"novelty threshold {threshold:g}")
     ax.set_xlabel("cosine similarity to the nearest neighbour")
-    ax.set_ylabel("density" if len(series) > 1 else "rows")
+    ax.set_ylabel("share of rows" if len(series) > 1 else "rows")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     caption = (
