@@ -248,18 +248,17 @@ class Scrubber:
     def scrub_many(self, texts: Sequence[str]) -> list[tuple[str, list[Finding]]]:
         return [(self.apply(t, f), f) for t, f in zip(texts, self.find_many(texts), strict=True)]
 
-    def apply(self, text: str, findings: Sequence[Finding]) -> str:
-        """Puts the action's substitute in place of each (non-overlapping) finding."""
-        if self.action == "drop" or not findings:
+    def apply(self, text: str, findings: Sequence[Finding], action: str | None = None) -> str:
+        """Puts the substitute of `action` (default: the scrubber's) in place of each finding."""
+        action = action or self.action
+        if action == "drop" or not findings:
             return text
         parts, last = [], 0
         for f in findings:
-            parts += [text[last : f.start], self.substitute(f.entity, text[f.start : f.end])]
+            value = text[f.start : f.end]
+            parts += [text[last : f.start], ENTITIES[f.entity][1] if action == "mask" else self._fakes.fake(f.entity, value)]
             last = f.end
         return "".join(parts) + text[last:]
-
-    def substitute(self, entity: str, value: str) -> str:
-        return ENTITIES[entity][1] if self.action == "mask" else self._fakes.fake(entity, value)
 
 
 def _resolve(findings: list[Finding]) -> list[Finding]:

@@ -111,27 +111,33 @@ class JudgeChain:
 
     def screen(self, batch: Sequence[Candidate]) -> tuple[list[Verdict | None], list[Counter[str]]]:
         """The rules and the PII scrubber (CPU only, no teacher): a verdict for each candidate they
-        settle (None: on to the LLM judge), and the PII found in each, per entity. Masks or
-        replaces PII in the candidates' instruction and response in place."""
-        verdicts: list[Verdict | None] = [None] * len(batch)
-        found: list[Counter[str]] = [Counter() for _ in batch]
-        for i, cand in enumerate(batch):
+        settle (None: on to the LLM judge), and the PII found in each, per entity.
+
+        Every candidate is scrubbed in place, the rejected ones too, since rejects.jsonl is output
+        as well: with `mask` or `replace` as configured; with `drop`, a row with PII is rejected as
+        `pii:<entity>` and masked, so the log says why it went without keeping the PII.
+        """
+        verdicts: list[Verdict | None] = []
+        for cand in batch:
             reason = self.rules.check(cand)
-            verdicts[i] = Verdict(False, reason) if reason else None
+            verdicts.append(Verdict(False, reason) if reason else None)
+        found: list[Counter[str]] = [Counter() for _ in batch]
         if self.scrubber is None:
             return verdicts, found
-        todo = [i for i, v in enumerate(verdicts) if v is None]
-        texts = [t for i in todo for t in (batch[i].instruction, batch[i].response or "")]
-        scrubbed = self.scrubber.scrub_many(texts)
-        for n, i in enumerate(todo):
-            (instruction, f_in), (response, f_out) = scrubbed[2 * n], scrubbed[2 * n + 1]
+        texts = [t for cand in batch for t in (cand.instruction, cand.response or "")]
+        findings = self.scrubber.find_many(texts)
+        drop = self.scrubber.action == "drop"
+        for i, cand in enumerate(batch):
+            f_in, f_out = findings[2 * i], findings[2 * i + 1]
             found[i] = count([*f_in, *f_out])
-            if found[i] and self.scrubber.action == "drop":
+            if not found[i]:
+                continue
+            if drop and verdicts[i] is None:
                 verdicts[i] = Verdict(False, f"pii:{(f_in or f_out)[0].entity}")
-            elif found[i]:
-                batch[i].instruction = instruction
-                if batch[i].response is not None:
-                    batch[i].response = response
+            action = "mask" if drop else None
+            cand.instruction = self.scrubber.apply(texts[2 * i], f_in, action)
+            if cand.response is not None:
+                cand.response = self.scrubber.apply(texts[2 * i + 1], f_out, action)
         return verdicts, found
 
     async def judge(self, cand: Candidate, teacher: Teacher | None) -> Verdict:

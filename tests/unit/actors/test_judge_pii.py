@@ -48,9 +48,11 @@ def run_stage(pii: Pii) -> tuple[Ledger, list, list[tuple[Candidate, str]]]:
 
 def test_mask_scrubs_accepted_rows_and_counts_what_it_found():
     books, sent, rejects = run_stage(Pii(action="mask"))
-    assert [c.response for c in sent] == ["Email the summary to <EMAIL> and call <PHONE>.", "The moon pulls the oceans."]
-    assert [r for _, r in rejects] == ["instruction_too_short"]  # not scrubbed: the rules settled it
-    assert books.scrubbed == {("general", "email"): 1, ("general", "phone"): 1}
+    masked = "Email the summary to <EMAIL> and call <PHONE>."
+    assert [c.response for c in sent] == [masked, "The moon pulls the oceans."]
+    # A row the rules reject is scrubbed too: rejects.jsonl is output as well.
+    assert [(c.response, r) for c, r in rejects] == [(masked, "instruction_too_short")]
+    assert books.scrubbed == {("general", "email"): 2, ("general", "phone"): 2}
     assert books.by_reason() == {"judge:instruction_too_short": 1}
 
 
@@ -59,9 +61,10 @@ def test_drop_rejects_the_row_through_the_rejection_path():
     assert [c.instruction for c in sent] == ["Explain how tides work in two sentences."]
     assert sorted(r for _, r in rejects) == ["instruction_too_short", "pii:email"]
     dropped = next(c for c, r in rejects if r == "pii:email")
-    assert dropped.response == LEAKY  # rejects.jsonl keeps what was rejected, as it was
+    # rejects.jsonl shows why the row went, not the PII itself
+    assert dropped.response == "Email the summary to <EMAIL> and call <PHONE>."
     assert books.by_reason()["judge:pii:email"] == 1
-    assert books.scrubbed == {("general", "email"): 1, ("general", "phone"): 1}
+    assert books.scrubbed == {("general", "email"): 2, ("general", "phone"): 2}
 
 
 def test_off_before_commit_leaves_rows_alone():
