@@ -201,7 +201,7 @@ class Pii(_Strict):
 
     enabled: bool = True
     # person is off by default: instruction data names public figures and fictional people all
-    # the time, and the name model is ten times slower than the pattern entities (docs/pii.md).
+    # the time, and the name model is far slower than the pattern entities (docs/pii.md).
     entities: list[PiiEntity] = Field(
         default_factory=lambda: ["email", "phone", "credit_card", "iban", "ip_address", "url_secret"]
     )
