@@ -65,6 +65,9 @@ _PLACEHOLDER = (
 _PHONE_WINDOW = re.compile(r"[+(]?\d[\d \t().\-/]{5,28}\d")
 _PHONE_SEPARATOR = re.compile(r"[+ \t().\-/]")
 _IN_URL_AUTHORITY = re.compile(r"://[^\s/@]*$")
+# Every pattern entity holds one of these; text without any (most topics) needs no recognizer at all,
+# so a run whose inputs and rows hold none never even imports Presidio.
+_MAY_HOLD_PATTERN = re.compile(r"[0-9@=]|:[0-9a-fA-F]{0,4}:")
 # Mastercard's 2221-2720 range, which Presidio's card pattern does not cover (still Luhn-checked).
 _MASTERCARD_2 = r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b"
 
@@ -211,13 +214,23 @@ class Scrubber:
         check_phone_regions(phone_regions)
         self.entities = [e for e in ENTITIES if e in entities]  # priority order
         self.action = action
-        with warnings.catch_warnings():  # spaCy and Presidio warn about things that do not apply here
-            warnings.simplefilter("ignore")
-            logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-            all_recognizers = _recognizers(tuple(phone_regions))
-            self._recognizers = [(e, all_recognizers[e]) for e in self.entities if e in all_recognizers]
-            self._nlp = _person_model() if "person" in self.entities else None
+        self.phone_regions = tuple(phone_regions)
+        self._recognizers: list[tuple[str, Any]] | None = None  # built for the first text that may hold PII
+        self._nlp = None
+        if "person" in self.entities:
+            with warnings.catch_warnings():  # spaCy warns about things that do not apply here
+                warnings.simplefilter("ignore")
+                self._nlp = _person_model()
         self._fakes = Fakes()
+
+    def _patterns(self) -> list[tuple[str, Any]]:
+        if self._recognizers is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+                built = _recognizers(self.phone_regions)
+            self._recognizers = [(e, built[e]) for e in self.entities if e in built]
+        return self._recognizers
 
     @classmethod
     def from_config(cls, pii: Pii) -> Scrubber:
@@ -231,7 +244,9 @@ class Scrubber:
         """`find` for many texts at once (names are recognised in batches, which is much faster)."""
         found: list[list[Finding]] = [[] for _ in texts]
         for i, text in enumerate(texts):
-            for entity, recognizer in self._recognizers:
+            if not _MAY_HOLD_PATTERN.search(text):
+                continue  # no digit, "@", "=" or IPv6 colons: none of the pattern entities can be here
+            for entity, recognizer in self._patterns():
                 presidio = ENTITIES[entity][0]
                 for r in recognizer.analyze(text, [presidio]):
                     if r.score >= MIN_SCORE:
