@@ -101,8 +101,8 @@ def write_report(
     Raises:
         ReportError: an input cannot be read or used.
     """
-    run, facts = read_run(root)
     out = Path(directory) if directory is not None else default_directory(root)
+    run, facts = read_run(root)
     threshold = facts.threshold if threshold is None else threshold
     notes: list[str] = []
     reference = read_reference(compare) if compare else None

@@ -116,7 +116,7 @@ def read_run(root: str) -> tuple[Dataset, RunFacts]:
         entries = read_manifest(store).entries
         if not entries:
             raise ReportError(f"{store.display(MANIFEST)}: lists no committed parts; the run has no rows yet")
-        table = pa.concat_tables([_columns(read_part(store, e, _COLUMNS)) for e in entries])
+        table = pa.concat_tables([read_part(store, e, _COLUMNS) for e in entries])
         facts = _facts(store, entries[0].run_id)
     except (OSError, OutputError) as exc:
         raise ReportError(f"cannot read {store.display()}: {exc}") from exc
@@ -136,14 +136,6 @@ def read_run(root: str) -> tuple[Dataset, RunFacts]:
         vectors_note="" if vectors is not None else "no row has a stored embedding",
     )
     return dataset, facts
-
-
-def _columns(table: pa.Table) -> pa.Table:
-    """`table` with the report's columns in one order (parts written before a column existed get nulls)."""
-    missing = [c for c in _COLUMNS if c not in table.column_names]
-    for name in missing:
-        table = table.append_column(name, pa.nulls(table.num_rows, pa.list_(pa.float32()) if name == "embedding" else pa.float32()))
-    return table.select(_COLUMNS)
 
 
 def _vectors(column: pa.ChunkedArray) -> tuple[np.ndarray | None, np.ndarray | None]:

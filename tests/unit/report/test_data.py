@@ -122,6 +122,8 @@ def test_the_cli_writes_the_report_or_names_the_problem(tmp_path: Path, capsys: 
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "manifest.jsonl: not found" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "run"), "--threshold", "1.5"]) == 2
+    assert main(["report", "s3://bucket/run"]) == 2  # refused before anything is read
+    assert "name a local folder for the report with --to" in capsys.readouterr().err
 
 
 def test_the_novelty_model_embeds_a_reference_set(tmp_path: Path) -> None:

@@ -53,8 +53,8 @@ def test_the_page_loads_every_plot_in_headless_chromium(built_report: Built, tmp
     shot = tmp_path / "screenshot.png"
     try:
         done = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},{HEIGHT}",
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},{HEIGHT}",
              "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0",
              f"--screenshot={shot}", "--dump-dom", checked.as_uri()],
             capture_output=True, text=True, timeout=90,
