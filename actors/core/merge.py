@@ -125,9 +125,8 @@ class _Merger:
                 else:
                     summary.resumed_parts += 1
                 summary.add(result, source.label)
-            pending = self.pending.pop(i, [])
-            if pending:
-                self._index_add(np.concatenate(pending))
+            for block in self.pending.pop(i, []):  # block by block: no second copy of them all
+                self._index_add(block)
 
     def _vectors(self, source: Source, table: pa.Table) -> tuple[np.ndarray, int]:
         """The embedding of each row: stored ones when the model matches, else computed here."""
