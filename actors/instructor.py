@@ -28,10 +28,12 @@ class InstructorActor:
     """
 
     def __init__(
-        self, config: Config, category: str, replica: int, base_url: str, topics: list[str], names: dict[str, str]
+        self, config: Config, category: str, replica: int, base_url: str, topics: list[str], names: dict[str, str],
+        output_uri: str | None = None,
     ) -> None:
         """`names`: actor names of the ``novelty``, ``judge`` and own ``answer`` queues, the
-        ``ledger`` and the ``writer`` (found by name, so that a restart can always rebuild)."""
+        ``ledger`` and the ``writer`` (found by name, so that a restart can always rebuild).
+        `output_uri`: the run's output location (batch mode records its batches there)."""
         from instructflow.actors.teacher import make_teacher
 
         params = config.categories[category]
@@ -42,7 +44,7 @@ class InstructorActor:
         )
         self.category = category
         self.writer = ray.get_actor(names["writer"])
-        self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id)
+        self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id, output_uri=output_uri)
         novelty, answers, judge, ledger = (ray.get_actor(names[k]) for k in ("novelty", "answer", "judge", "ledger"))
 
         # Concurrent calls' puts share round trips (one in flight per queue); each caller still

@@ -102,6 +102,8 @@ class Display:
         if p.requests:
             calls = "  ".join(f"{k} {v}" for k, v in sorted(p.requests.items()))
             stats.add_row("teacher calls", f"{calls}  (retried {p.retries})")
+        if p.batch:
+            stats.add_row("batches", "  ".join(f"{k} {v}" for k, v in p.batch.items() if v))
         for reason in p.given_up.values():
             stats.add_row("given up", reason)
         if p.failures:

@@ -207,7 +207,12 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
     replicas = {n: p.replicas for n, p in config.categories.items()}
     losses = LossEstimator()
     r = config.run
-    watchdog = Watchdog(r.stall_timeout_s, r.saturation_window, r.min_novel_share)
+    stall_s = r.stall_timeout_s
+    if config.teacher.mode == "batch":  # nothing moves while answers wait in batches (up to 24 h each)
+        from instructflow.instructors.teacher.batch import longest_wait_s
+
+        stall_s = max(stall_s, longest_wait_s(config.teacher.batch))
+    watchdog = Watchdog(stall_s, r.saturation_window, r.min_novel_share)
     given_up: dict[str, str] = {}
     stopped: set[str] = set()
     while True:

@@ -93,7 +93,7 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
     }
     recipes = {
         "novelty": (functools.partial(novelty_stage, config, actor_name(config, "gate")), worker_opts),
-        "judge": (functools.partial(judge_stage, config, base_url), stage_placement(config, "judge")),
+        "judge": (functools.partial(judge_stage, config, base_url, out.uri), stage_placement(config, "judge")),
         "writer": (functools.partial(writer_stage, out.uri, **writer_options), stage_placement(config, "writer")),
     }
     stages: dict[str, list[Any]] = {}
@@ -113,6 +113,7 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
             named(InstructorActor, f"instructor:{name}:{r}", **stage_placement(config, "instructor")).remote(
                 config, name, r, base_url, topics,
                 {**names, "answer": names[f"answer:{name}"], "writer": names["writer_stage"]},
+                output_uri=out.uri,
             )
             for r in range(params.replicas)
         ]
@@ -276,6 +277,7 @@ def _add_usage(p: Progress, teacher: TeacherStats | None) -> None:
     p.requests.update(teacher.requests)
     p.retries += teacher.retries
     p.replies += teacher.replies
+    p.batch.update(teacher.batch)
 
 
 def retire(config: Config, topo: Topology, category: str, reason: str) -> None:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BATCH_DIR = "teacher-batches"  # under the run's output directory
 COMPLETION_WINDOW = "24h"  # the only window the Batch API offers
+WINDOW_S = 24 * 3600.0
 ENDED = frozenset({"completed", "expired", "failed", "cancelled"})
 
 
@@ -94,6 +95,12 @@ class BatchStats:
     cancelled: int = 0
     gave_up: int = 0  # lines that no batch ran within max_batch_attempts
     poll_errors: int = 0  # lookups or downloads that failed (tried again at the next poll)
+
+
+def longest_wait_s(settings: TeacherBatch) -> float:
+    """How long one batched call may wait at most: each batch it is sent in may take the whole
+    window. The run's stall watchdog waits at least this long in batch mode."""
+    return settings.max_batch_attempts * (WINDOW_S + settings.max_wait_s + settings.poll_interval_s)
 
 
 def request_key(url: str, body: dict[str, Any], category: str, call: str) -> str:
