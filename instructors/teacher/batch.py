@@ -206,8 +206,9 @@ class BatchCollector:
         self._flusher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
 
-    def takes(self, call: str) -> bool:  # noqa: ARG002 - the call name is for the future of this rule
-        """Whether a call goes through batches: all but generating ones, unless `generate` is on."""
+    def takes(self, call: str) -> bool:
+        """Whether a call goes through batches: all but generating ones (whatever their `call`
+        name), unless `generate` is on."""
         return self.settings.generate or not GENERATING.get()
 
     def snapshot(self) -> dict[str, int]:
@@ -344,6 +345,12 @@ class BatchCollector:
                 input_file_id=upload.id, endpoint=url, completion_window=COMPLETION_WINDOW,  # type: ignore[arg-type]
                 metadata={"instructflow_submission": token},
             )
+        except openai.NotFoundError as exc:
+            message = (f"the teacher at {self.client.base_url} has no Batch API ({exc.status_code} for "
+                       f"{exc.request.url.path}); use teacher.mode: sync with this server")
+            await self._hand_out([(ln.cid, LineResult(None, code="no_batch_api", message=message)) for ln in lines],
+                                 used=False)
+            return
         except openai.APIStatusError as exc:  # e.g. 429: the queue of enqueued tokens is full
             await self._hand_out([(ln.cid, LineResult(exc.status_code, error=exc)) for ln in lines], used=False)
             return

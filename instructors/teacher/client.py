@@ -337,7 +337,8 @@ class TeacherClient:
             return self._status_failure(line.error)
         if line.status is None:  # it never ran: its batches expired, failed or were cancelled
             outcome = "connection" if line.code == "connection" else "server_error"
-            return _Failure(line.code, outcome, line.message, retryable=line.retryable)
+            fatal = line.code == "no_batch_api"  # a server without the Batch API never will have one
+            return _Failure(line.code, outcome, line.message, retryable=line.retryable, fatal=fatal)
         return self._read(line.body, kind, prompt_est)
 
     def _status_failure(self, exc: openai.APIStatusError) -> _Failure:

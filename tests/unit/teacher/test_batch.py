@@ -17,7 +17,7 @@ import pytest
 
 from instructflow.actors.core.storage import open_store
 from instructflow.config import Budget, Limits, Price, TeacherConfig
-from instructflow.instructors.teacher.api import GENERATING, RequestFailed
+from instructflow.instructors.teacher.api import GENERATING, FatalTeacherError, RequestFailed
 from instructflow.instructors.teacher.batch import BATCH_DIR, BatchJournal
 from instructflow.instructors.teacher.client import TeacherClient
 from instructflow.instructors.teacher.limits import RateLimiter
@@ -209,6 +209,14 @@ def test_batched_tokens_cost_the_batch_price_and_generating_calls_stay_sync(stub
 
     asyncio.run(generating())
     assert stub.stats()["requests"] == 1 and stub.stats()["batch"]["batches"] == 1
+
+
+def test_a_server_without_the_batch_api_stops_the_run(stub: StubTeacher, make_config, tmp_path: Path) -> None:
+    config = make_config(mode="batch", batch=FAST)
+    # The stub's chat endpoint without its Files and Batch API: a local server such as vLLM.
+    client = TeacherClient(config, base_url=f"{stub.base_url}/no-batches", journal=BatchJournal(open_store(str(tmp_path))))
+    (failure,) = ask_all(client, [1])
+    assert isinstance(failure, FatalTeacherError) and "teacher.mode: sync" in str(failure), failure
 
 
 def test_stub_cancels_a_running_batch(stub: StubTeacher) -> None:
