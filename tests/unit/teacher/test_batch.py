@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,26 @@ def test_batched_tokens_cost_the_batch_price_and_generating_calls_stay_sync(stub
 
     asyncio.run(generating())
     assert stub.stats()["requests"] == 1 and stub.stats()["batch"]["batches"] == 1
+
+
+def test_the_journal_works_on_an_object_store_without_append(stub: StubTeacher, make_config) -> None:
+    import fsspec
+    import pyarrow.fs as pafs
+
+    memory = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("memory")))
+    store = open_store(f"/bucket/{uuid.uuid4().hex}", memory)
+    assert not store.supports_append
+
+    def client() -> TeacherClient:
+        config = make_config(mode="batch", batch=FAST)
+        return TeacherClient(config, base_url=stub.base_url, journal=BatchJournal(store))
+
+    assert [questions(r.text) for r in ask_all(client(), [1, 2])] == [1, 2]
+    # The journal object was replaced whole at each record; a new process reads it back.
+    again = BatchJournal(store).read_all()
+    assert [r["kind"] for r in again] == ["submit", "batch", "end", "used"]
+    assert [questions(r.text) for r in ask_all(client(), [1, 2])] == [1, 2]  # used: new lines
+    assert stub.stats()["batch"]["paid"] == 4 and stub.stats()["batch"]["paid_twice"] == []
 
 
 def test_a_server_without_the_batch_api_stops_the_run(stub: StubTeacher, make_config, tmp_path: Path) -> None:
