@@ -42,10 +42,16 @@ def kill_while_first_batch_pends(out: Path, name: str, killed: dict[str, Any]) -
     """SIGKILLs the instructor once its first batch exists and nothing has come back yet."""
     import ray
 
+    def find() -> Any:
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return None  # not created yet
+
     try:
+        handle = wait_for(find, 240, f"{name} was never created")
+        pid = actor_pid(handle, timeout=120)  # before the batch exists: the kill then lands at once
         wait_for(lambda: any(r["kind"] == "batch" for r in records(out)), 240, "no batch was created")
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-        pid = actor_pid(handle, timeout=60)
         killed["pending"] = [r for r in records(out) if r["kind"] in ("end", "used")] == []
         killed["lines"] = sum(len(r["ids"]) for r in records(out) if r["kind"] == "submit")
         os.kill(pid, signal.SIGKILL)
