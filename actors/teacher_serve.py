@@ -226,7 +226,35 @@ def stop_embedded_teacher() -> None:
         if APP_NAME in apps:
             serve.delete(APP_NAME)
         if apps and not set(apps) - {APP_NAME}:
-            serve.shutdown()
+            _shutdown_serve()
+
+
+def _shutdown_serve(timeout_s: float = 30.0) -> None:
+    """Shuts Serve down and waits until its controller is gone.
+
+    `serve.shutdown()` alone blocks on the controller's `graceful_shutdown` call while the
+    controller kills itself, so Ray reports that call as failed on the driver's terminal
+    ("ServeController.graceful_shutdown failed ... killed by `ray.kill`"). Here the controller is
+    only told to shut down, its end is awaited, and `serve.shutdown()` is left nothing to do but
+    drop its cached client.
+    """
+    try:
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        ray.get(controller.graceful_shutdown.remote(False), timeout=timeout_s)
+    except (ImportError, ValueError, TypeError, ray.exceptions.RayError):
+        # No controller (already gone), or a Serve whose private API differs: the plain way.
+        serve.shutdown()
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:  # gone: every replica and proxy was stopped before it
+            break
+        time.sleep(_POLL_S)  # bounded polling of the controller's own shutdown
+    serve.shutdown()
 
 
 def serve_forever(cfg: ServeSettings, *, timeout_s: float = READY_TIMEOUT_S) -> None:

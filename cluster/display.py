@@ -126,3 +126,14 @@ class Display:
         if self.mode == "off":
             return
         self.console.print(self.render(p, title=f"summary ({reason})"))
+
+
+    def closing(self, lines: list[str]) -> None:
+        """The last lines of a run, under the summary: where the data is, its cost, what to run next."""
+        if self.mode == "off":
+            return
+        self.console.print()
+        head, *rest = lines
+        self.console.print(f"[bold]instructflow[/bold] {head}", highlight=False, soft_wrap=True)
+        for line in rest:
+            self.console.print(line, highlight=False, soft_wrap=True, markup=False)

@@ -22,8 +22,10 @@ from typing import Any
 from instructflow.actors.core.ledger import GIVEN_UP, SHUTDOWN, TARGET_MET
 from instructflow.cluster.accounting import LossEstimator, Progress, Watchdog, quotas, settle_lost
 from instructflow.cluster.display import Display
+from instructflow.cluster.epilogue import Spend, closing_lines
 from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
+from instructflow.cluster.quiet import prepare_ray
 from instructflow.cluster.topology import (  # noqa: F401 - re-exported for callers of the driver
     RunError,
     Topology,
@@ -100,6 +102,8 @@ def start_ray(address: str | None) -> bool:
         address = choose_address(recorded_cluster(), answers)
     # "local" always starts a private Ray, even when a `ray start` cluster runs on this machine.
     started_here = address == "local" or (address is None and not from_env)
+    new_cluster = address == "local" or (address is None and not from_env and recorded_cluster() is None)
+    prepare_ray(starts_cluster=new_cluster)  # Ray's advice a user cannot act on stays off the screen
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, logging_level=logging.WARNING)
     return started_here
 
@@ -314,6 +318,16 @@ def drain(config: Config, topo: Topology, signals: _Signals, reason: str) -> Non
             log.warning("writer failed while closing: %s", cause)
 
 
+def _usage(limiter: Any) -> dict[str, Any] | None:
+    """The run's teacher usage as its rate limiter counted it, or None when it cannot be read."""
+    import ray
+
+    try:
+        return ray.get(limiter.snapshot.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - the closing lines fall back to the summary's token counts
+        return None
+
+
 def _wait_for(topo: Topology, which: Callable[[str], bool], deadline: float) -> None:
     """Waits (until `deadline`) for the loops whose names `which` selects to end."""
     while True:
@@ -354,6 +368,8 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
         final.inputs_scrubbed = inputs_pii
         settle_lost(final)
         display.finish(final, reason)
+        if not reason.startswith("fatal"):
+            display.closing(closing_lines(config, final, out.uri, Spend.of(_usage(limiter), final), reason))
         if reason.startswith("fatal"):
             raise RunError(reason.removeprefix("fatal: "))
         if reason.startswith("incomplete"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -121,3 +122,27 @@ def test_a_second_port_on_the_same_serve_fails_fast_naming_the_running_one(teach
     running = teacher_url.rsplit(":", 1)[1].split("/", 1)[0]
     with pytest.raises(RuntimeError, match=f"127.0.0.1:{running}"):
         start_embedded_teacher(_settings(), timeout_s=5)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_stopping_the_teacher_shuts_serve_down_without_a_failed_call_on_the_terminal(teacher_url: str, capfd) -> None:
+    # Runs last in this module: it stops the teacher the other tests share (stopping is idempotent).
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    from instructflow.actors.teacher_serve import stop_embedded_teacher
+
+    stop_embedded_teacher()
+    with pytest.raises(ValueError):  # Serve is gone, controller included, before Ray is shut down
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    # Ray reports a failed actor call on the driver's terminal from a listener thread, within a
+    # second of the failure (`serve.shutdown()` alone prints "ServeController.graceful_shutdown
+    # failed ... killed by `ray.kill`"); watch the terminal for a bounded while.
+    deadline = time.monotonic() + 2
+    seen = ""
+    while time.monotonic() < deadline:
+        out, err = capfd.readouterr()
+        seen += out + err
+        time.sleep(0.2)
+    assert "graceful_shutdown" not in seen and "(raylet)" not in seen, seen
