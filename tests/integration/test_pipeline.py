@@ -104,3 +104,12 @@ def test_run_record_and_effective_config_are_written(finished_run):
     record = json.loads((out / "run.json").read_text())
     assert record["run_id"] == config.run_id
     assert (out / "config.effective.yaml").exists()
+
+
+def test_every_documented_column_rule_holds_with_the_llm_judge(finished_run):
+    import time
+
+    from tests.integration.column_rules import Run, column_violations
+
+    out, _, config = finished_run
+    assert column_violations(read_rows(out), Run.of(config, out, time.time())) == []
