@@ -42,6 +42,7 @@ class Progress:
     requests: Counter[str] = field(default_factory=Counter)  # teacher attempts by status class
     retries: int = 0
     replies: int = 0
+    truncated: int = 0  # replies cut at max_tokens (finish_reason "length"), of `replies`
     batch: Counter[str] = field(default_factory=Counter)  # batch mode: `BatchStats` summed over clients
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -277,6 +277,7 @@ def _add_usage(p: Progress, teacher: TeacherStats | None) -> None:
     p.requests.update(teacher.requests)
     p.retries += teacher.retries
     p.replies += teacher.replies
+    p.truncated += teacher.truncated
     p.batch.update(teacher.batch)
 
 
