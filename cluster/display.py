@@ -101,7 +101,8 @@ class Display:
             stats.add_row("rejects", "  ".join(f"{k} {v}" for k, v in sorted(p.rejects.items())))
         if p.requests:
             calls = "  ".join(f"{k} {v}" for k, v in sorted(p.requests.items()))
-            stats.add_row("teacher calls", f"{calls}  (retried {p.retries})")
+            cut = f", cut at max_tokens {p.truncated}" if p.truncated else ""
+            stats.add_row("teacher calls", f"{calls}  (retried {p.retries}{cut})")
         if p.batch:
             stats.add_row("batches", "  ".join(f"{k} {v}" for k, v in p.batch.items() if v))
         for reason in p.given_up.values():
