@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -60,7 +61,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_serve_teacher(args: argparse.Namespace) -> int:
     from instructflow.actors.teacher_serve import serve_forever
+    from instructflow.cluster.quiet import prepare_ray
 
+    prepare_ray(starts_cluster=not os.environ.get("RAY_ADDRESS"))  # serve_forever starts a local Ray then
     serve_forever(Embedded(port=args.port, parallel=args.parallel, threads=args.threads))
     return 0
 
@@ -121,6 +124,18 @@ def cmd_categories(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from instructflow.cluster import init
+
+    return init.run(args)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from instructflow.cluster import doctor
+
+    return doctor.run(args, _overrides(args.set))
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from instructflow.cluster.graph import GRAPH
 
@@ -178,6 +193,18 @@ def parser() -> argparse.ArgumentParser:
 
     gr = sub.add_parser("graph", help="print the pipeline's stage graph as a Mermaid flowchart")
     gr.set_defaults(func=cmd_graph)
+
+    from instructflow.cluster.init import add_arguments as init_arguments
+
+    i = sub.add_parser("init", help="write a commented config for your own teacher (asks, or takes flags)")
+    init_arguments(i)
+    i.set_defaults(func=cmd_init)
+
+    d = sub.add_parser("doctor", help="check that everything a run needs is in place, one line each")
+    d.add_argument("--config", default=str(CONFIG_DIR / "quickstart.yaml"), help="YAML run config")
+    d.add_argument("--address", default=None, help="the Ray cluster `generate --address` would join")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    d.set_defaults(func=cmd_doctor)
 
     report_cli.add_parser(sub)
     return p
