@@ -269,7 +269,7 @@ def serve_forever(cfg: ServeSettings, *, timeout_s: float = READY_TIMEOUT_S) -> 
         if os.environ.get("RAY_ADDRESS"):
             ray.init()
         else:
-            ray.init(address="local", include_dashboard=False)
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     url = start_embedded_teacher(cfg, timeout_s=timeout_s)
     print(f"embedded teacher {cfg.model} ready: base_url={url} model={cfg.model} (Ctrl-C stops it)", flush=True)
     stop = threading.Event()

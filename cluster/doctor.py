@@ -218,7 +218,7 @@ def checks(config_path: str, address: str | None, overrides: dict) -> Iterator[C
         yield Check(FAIL, "config", str(exc))
         return
     yield Check(OK, "config", f"{config_path}: run {config.run_id}, {config.total_target()} rows in "
-                f"{len(config.categories)} categories; templates check out")
+                f"{len(config.categories)} categor{'y' if len(config.categories) == 1 else 'ies'}; templates check out")
     yield from check_teacher(config)
     yield from check_output(config)
     yield from check_embedder(config)

@@ -227,8 +227,8 @@ def run(args: argparse.Namespace) -> int:
     except InitError as exc:
         print(f"instructflow init: {exc}", file=sys.stderr)
         return 2
-    total = sum(answers.categories.values())
-    print(f"wrote     {path} ({total} rows in {len(answers.categories)} categories -> {answers.output_dir})")
+    total, n = sum(answers.categories.values()), len(answers.categories)
+    print(f"wrote     {path} ({total} rows in {n} categor{'y' if n == 1 else 'ies'} -> {answers.output_dir})")
     print(f"next      instructflow doctor --config {path}")
     print(f"          instructflow generate --config {path}")
     return 0
