@@ -105,8 +105,8 @@ class InstructorActor:
             await self.writer.call.remote("log_dead_letters", letters)
         return self.producer.outcome
 
-    def set_quota(self, quota: int) -> None:
-        self.producer.set_quota(quota)
+    def steer(self, generate_cap: int, answer_cap: int) -> None:
+        self.producer.steer(generate_cap, answer_cap)
 
     def stop_generating(self) -> None:
         self.producer.stop_generating()

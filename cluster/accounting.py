@@ -17,6 +17,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from instructflow.actors.core.ledger import GIVEN_UP, SHUTDOWN, TARGET_MET, Ledger
+from instructflow.actors.core.producer import ProducerStats
 
 YIELD_PRIOR = 4
 # Drops that say nothing about the teacher's yield: the rows were not needed.
@@ -38,6 +39,14 @@ class Progress:
     finishing: int = 0  # candidates that still reach the writer once no new call starts (drain)
     calls_in_flight: Counter[str] = field(default_factory=Counter)
     quota: Counter[str] = field(default_factory=Counter)
+    # Per category, each instructor replica's stats (in the topology's replica order).
+    producers: dict[str, list[ProducerStats]] = field(default_factory=dict)
+    answering: Counter[str] = field(default_factory=Counter)  # answer calls in flight
+    awaiting_answer: Counter[str] = field(default_factory=Counter)  # admitted, in an answer queue
+    downstream: Counter[str] = field(default_factory=Counter)  # answered, not yet accepted or rejected
+    unreported: Counter[str] = field(default_factory=Counter)  # generated, report to the books on its way
+    kept_tokens: Counter[str] = field(default_factory=Counter)  # teacher tokens of the rows committed
+    usd: float | None = None  # what the run's teacher calls cost so far; None without a price
     failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
     requests: Counter[str] = field(default_factory=Counter)  # teacher attempts by status class
     retries: int = 0
@@ -66,17 +75,45 @@ class Progress:
 
     def in_flight(self, category: str) -> int:
         """Generated candidates of `category` that may still be accepted."""
-        return max(0, self.generated[category] - self.books.terminal(category) - self.lost[category])
+        pending = self.generated[category] - self.books.terminal(category) - self.lost[category]
+        return max(0, pending + self.unreported[category])
 
-    def yield_rate(self, category: str) -> float:
-        """Share of judged candidates that end up accepted (0.05..1); a prior of a few accepted rows
-        keeps the first rejections from looking like a collapse in yield."""
+    def answer_yield(self, category: str) -> float:
+        """Share of the candidates past the novelty stage whose row is accepted (0.05..1): what
+        failed or truncated answers, the judges and the writer leave. The same prior as
+        `yield_rate` keeps the first rejection from doubling the answers asked for."""
         b = self.books
-        losses = b.rejected_in(category) + sum(
-            n for (c, r), n in b.dropped.items() if c == category and r not in SURPLUS_REASONS
+        losses = sum(
+            n for (c, r), n in b.rejected.items()
+            if c == category and r.partition(":")[0] != "novelty" and r.partition(":")[2] not in SURPLUS_REASONS
         )
+        losses += sum(n for (c, r), n in b.dropped.items() if c == category and r not in SURPLUS_REASONS)
         rate = (b.accepted[category] + YIELD_PRIOR) / (b.accepted[category] + losses + YIELD_PRIOR)
         return min(1.0, max(0.05, rate))
+
+    def past_novelty(self, category: str) -> int:
+        """Candidates in flight that the novelty stage has passed: waiting for an answer, being
+        answered, or with the judges and the writer."""
+        return self.awaiting_answer[category] + self.answering[category] + self.downstream[category]
+
+    def answers_needed(self, category: str) -> int:
+        """Answer calls still to start for the target: what the answers already on their way
+        (in calls, in the judges, in the writer's queue) will not cover at the observed yield."""
+        rate = self.answer_yield(category)
+        on_the_way = (self.downstream[category] + self.answering[category]) * rate
+        missing = self.targets[category] - self.accepted[category] - on_the_way
+        return math.ceil(max(0.0, missing) / rate - 1e-9)
+
+    def yield_rate(self, category: str) -> float:
+        """Share of generated candidates that end up accepted (0.05..1): the share the novelty stage
+        passes times `answer_yield`. Each factor is measured where it is decided, with a prior of a
+        few passes, so the duplicates the novelty stage finds in the first seconds (long before any
+        row is accepted) do not read as a collapse in yield and ask the teacher for five times the
+        target."""
+        b = self.books
+        passed = b.passed[("novelty", category)]
+        novel = (passed + YIELD_PRIOR) / (passed + b.rejected_in(category, "novelty") + YIELD_PRIOR)
+        return min(1.0, max(0.05, novel * self.answer_yield(category)))
 
     def done(self, category: str) -> bool:
         return self.committed[category] >= self.targets[category]
@@ -95,15 +132,92 @@ class Progress:
 def quotas(progress: Progress, replicas: dict[str, int]) -> dict[str, int]:
     """Candidates each replica of a category may still generate.
 
-    What is in flight will yield about `in_flight * yield` accepted rows; the rest of the target is
-    divided by the observed yield so that losses to duplicates and judges are made up in one round.
+    What is in flight will yield accepted rows at the yield still ahead of it: candidates the
+    novelty stage already passed (waiting for an answer, being answered, judged or written) at
+    `answer_yield`, the others at the whole `yield_rate`. The rest of the target is divided by the
+    observed yield so that losses to duplicates and judges are made up in one round.
     """
     result = {}
     for category, target in progress.targets.items():
         rate = progress.yield_rate(category)
-        expected = progress.accepted[category] + progress.in_flight(category) * rate
+        in_flight = progress.in_flight(category)
+        admitted = min(in_flight, progress.past_novelty(category))
+        expected = (progress.accepted[category] + admitted * progress.answer_yield(category)
+                    + (in_flight - admitted) * rate)
         missing = max(0.0, target - expected)
         result[category] = math.ceil(missing / rate / max(1, replicas.get(category, 1)))
+    return result
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What each row of this run cost, against the least it could have cost.
+
+    `minimum` is the tokens the committed rows cost themselves (each row's share of its generating
+    call, its answer and its judge calls); everything else went to rejected or surplus work, or to
+    calls that made no row (topics, failed replies).
+    """
+
+    rows: int  # rows committed by this run
+    tokens: int  # every teacher token of this run
+    kept_tokens: int  # tokens of the committed rows
+    usd: float | None
+
+    @classmethod
+    def of(cls, progress: Progress, rows: int) -> Cost:
+        return cls(rows, progress.prompt_tokens + progress.completion_tokens, sum(progress.kept_tokens.values()),
+                   progress.usd)
+
+    @property
+    def per_row(self) -> float | None:
+        return self.tokens / self.rows if self.rows else None
+
+    @property
+    def minimum_per_row(self) -> float | None:
+        return self.kept_tokens / self.rows if self.rows else None
+
+    @property
+    def wasted_share(self) -> float | None:
+        """Share of the tokens that bought no committed row."""
+        return max(0.0, 1.0 - self.kept_tokens / self.tokens) if self.tokens else None
+
+    @property
+    def usd_per_row(self) -> float | None:
+        return self.usd / self.rows if self.rows and self.usd is not None else None
+
+    def line(self) -> str:
+        if not self.rows:
+            return f"{self.tokens:,} tokens, no row yet"
+        text = (f"{self.per_row:,.0f} tokens/row (the rows' own: {self.minimum_per_row:,.0f}; "
+                f"{self.wasted_share:.1%} went to rejected or surplus work)")
+        if self.usd_per_row is not None:
+            text += f" · ${self.usd_per_row:,.5f}/row"
+        return text
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` over `parts` as evenly as integers allow (the first ones get the remainder)."""
+    base, extra = divmod(max(0, total), max(1, parts))
+    return [base + (i < extra) for i in range(max(1, parts))]
+
+
+def caps(progress: Progress, replicas: dict[str, int]) -> dict[str, list[tuple[int, int]]]:
+    """Per category, each replica's (generating cap, answer cap) on its own running totals.
+
+    The generating cap is what the replica generated so far plus its quota (`quotas`); the answer
+    cap is what it started so far plus its share of `Progress.answers_needed`, split exactly, so the
+    answers in flight across replicas never exceed what the target still needs at the observed
+    yield. Replicas with no stats yet (starting) get nothing until the next tick.
+    """
+    quota = quotas(progress, replicas)
+    result = {}
+    for category in progress.targets:
+        stats = progress.producers.get(category, [])
+        shares = split(progress.answers_needed(category), len(stats))
+        result[category] = [
+            (s.generated_total + quota[category], s.answers_started + share)
+            for s, share in zip(stats, shares, strict=False)
+        ]
     return result
 
 

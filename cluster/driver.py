@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from instructflow.actors.core.ledger import GIVEN_UP, SHUTDOWN, TARGET_MET
-from instructflow.cluster.accounting import LossEstimator, Progress, Watchdog, quotas, settle_lost
+from instructflow.cluster.accounting import LossEstimator, Progress, Watchdog, caps, settle_lost
 from instructflow.cluster.display import Display
 from instructflow.cluster.epilogue import Spend, closing_lines
 from instructflow.cluster.graph import GRAPH
@@ -234,14 +234,14 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
         for name, reason in watchdog.check(progress, time.monotonic()).items():
             given_up[name] = reason
             display.note(f"giving up {reason}")
-        for name, quota in quotas(progress, replicas).items():
+        for name, replica_caps in caps(progress, replicas).items():
             if name in given_up or progress.done(name):
                 if name not in stopped:
                     stopped.add(name)
                     retire(config, topo, name, GIVEN_UP if name in given_up else TARGET_MET)
             else:
-                for a in topo.instructors[name]:
-                    a.set_quota.remote(quota)
+                for a, (generate_cap, answer_cap) in zip(topo.instructors[name], replica_caps, strict=False):
+                    a.steer.remote(generate_cap, answer_cap)
         if "budget" in progress.outcomes and progress.finishing == 0:
             return progress, "budget exhausted"
         ended, failure = finished_loops(topo, timeout=0.5)
@@ -354,6 +354,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
             found = ", ".join(f"{e} {n}" for e, n in sorted(inputs_pii.items()))
             display.note(f"PII in topics and seed files ({config.pii.action}): {found}")
         topo = build(config, base_url, topics, out)
+        topo.limiter = limiter
         wait_ready(config, topo)
         resumed = resume_index(topo)
         display.note(f"run {config.run_id} -> {out.uri}" + (f" (resuming: {resumed} rows committed)" if resumed else ""))

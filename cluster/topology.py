@@ -37,6 +37,7 @@ class Topology:
     reporter: Reporter = field(default_factory=lambda: Reporter("driver"))  # what the driver drops
     books: dict[str, Report] = field(default_factory=dict)  # the ledger's reports at the last snapshot
     ledger_incarnation: str | None = None
+    limiter: Any = None  # the endpoint's rate limiter (spent tokens and dollars); set by the driver
 
     @property
     def writer(self) -> Any:
@@ -215,25 +216,36 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
         "stages": [a.stats.remote() for replicas in topo.stages.values() for a in replicas],
         "queues": [q.stats.remote() for q in topo.queues.values()],
         "gate": topo.gate.stats.remote(),
+        "limiter": topo.limiter.snapshot.remote() if topo.limiter is not None else None,
     }
-    got = {k: v if k == "books" else ray.get(v, timeout=timeout) for k, v in refs.items()}
+    got = {k: v if k in ("books", "limiter") else ray.get(v, timeout=timeout) for k, v in refs.items()}
     p = Progress(targets={n: p.count for n, p in config.categories.items()}, books=got["books"])
     p.vectors = got["gate"].vectors
+    if got["limiter"] is not None and config.teacher.budget.prices:
+        try:
+            p.usd = float(ray.get(got["limiter"], timeout=timeout)["cost_spent_usd"])
+        except Exception:  # noqa: BLE001 - a limiter restarting: no dollars this tick, the run goes on
+            p.usd = None
     for q in got["queues"]:
         p.queue_depths[q.name] = q.depth
         p.visible.update(q.by_category)
         if q.name in ("judge", "writer"):
             p.finishing += sum(q.by_category.values())
+            p.downstream.update(q.by_category)
+        elif q.name.startswith("answer:"):
+            p.awaiting_answer.update(q.by_category)
     for s in got["stages"]:
         p.visible.update(s.held)
         if s.role.startswith(("judge", "writer")):
             p.finishing += sum(s.held.values())
+            p.downstream.update(s.held)
         if s.fatal:
             p.outcomes.append(f"fatal: {s.fatal}")
         detail = s.detail
         if s.role.startswith("writer"):
             p.committed.update(detail.committed)
             p.accepted.update(detail.accepted)
+            p.kept_tokens.update(detail.kept_tokens)
             # This run's accepted rows: committed (durable) or pending in the live writer.
             for cat, n in detail.accepted.items():
                 p.books.accepted[cat] = max(0, n - topo.baseline.get(cat, 0))
@@ -242,6 +254,9 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
     for s in got["instructors"]:
         p.visible[s.category] += s.held
         p.finishing += s.answering
+        p.answering[s.category] += s.answering
+        p.unreported[s.category] += s.unreported
+        p.producers.setdefault(s.category, []).append(s)
         p.calls_in_flight[s.category] += s.calls_in_flight
         p.quota[s.category] += s.quota
         p.failures.update({k: v for k, v in s.failures.items() if k in PRODUCER_FAILURES})

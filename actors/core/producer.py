@@ -1,9 +1,12 @@
 """The loop an instructor actor runs: generate under a quota, answer what the novelty stage admitted.
 
 Ray-free: the queues are injected as async callables, so tests drive it with plain `BatchQueue`s.
-Generation starts a new call only while the category's quota (set by the driver from the target,
-the committed rows and what is still in flight) is not used up by calls already running, so a
-paid teacher is not asked for much more than the target needs.
+The driver steers both kinds of call with caps on running totals (`steer`): a generating call
+starts only while this replica's candidates generated, plus what its running calls will bring, stay
+under the generating cap; an answer call starts only while the answer calls started stay under the
+answer cap. Caps on running totals, not "how many more", are what make a late message harmless: a
+call that finished between the driver's snapshot and the cap's arrival is still counted, so a paid
+teacher is asked for what the target needs and not for what was already on its way.
 """
 
 from __future__ import annotations
@@ -49,10 +52,14 @@ class ProducerStats:
     held: int  # candidates generated and not yet emitted, plus those in answer calls
     calls_in_flight: int  # generating calls made and not yet answered
     answering: int  # answer calls in flight
-    quota: int
+    quota: int  # candidates this replica may still generate under its cap
     failures: dict[str, int]  # failed teacher calls by reason
     outcome: str | None  # why the loops ended early ("budget", "fatal: ...")
     generating: bool
+    generated_total: int = 0  # candidates this replica generated since it started (running total)
+    unreported: int = 0  # of which not yet in the books (a report on its way)
+    answers_started: int = 0  # answer calls this replica started since it started (running total)
+    answers_allowed: int = 0  # answer calls it may still start under its cap
     teacher: TeacherStats | None = None  # the teacher client's stats
 
 
@@ -89,7 +96,12 @@ class Producer:
         self._emitting = asyncio.Semaphore(concurrency)
         self._emits: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set whenever the quota or the calls in flight change
-        self.quota = 0  # candidates this replica may still generate; set by the driver
+        # Caps on running totals, set by the driver (`steer`); nothing starts before the first one.
+        self.generate_cap = 0
+        self.answer_cap = 0
+        self.generated_total = 0
+        self.unreported = 0
+        self.answers_started = 0
         self.calls_in_flight = 0
         self.stopping = False
         self.generating = True
@@ -104,8 +116,17 @@ class Producer:
     def batch_size(self) -> int:
         return self.instructor.params.batch_size
 
-    def set_quota(self, quota: int) -> None:
-        self.quota = quota
+    @property
+    def quota(self) -> int:
+        """Candidates this replica may still generate: its cap less what it generated and what its
+        running calls will bring."""
+        return max(0, self.generate_cap - self.generated_total - self.calls_in_flight * self.batch_size)
+
+    def steer(self, generate_cap: int, answer_cap: int) -> None:
+        """Sets the caps on this replica's running totals of candidates generated and answer calls
+        started (the driver computes them from a snapshot of `stats`)."""
+        self.generate_cap = generate_cap
+        self.answer_cap = answer_cap
         self._wake.set()
 
     def stop_generating(self) -> None:
@@ -127,7 +148,7 @@ class Producer:
             await asyncio.gather(*self._emits)
 
     def _may_generate(self) -> bool:
-        return self.generating and not self.stopping and self.quota - self.calls_in_flight * self.batch_size > 0
+        return self.generating and not self.stopping and self.quota > 0
 
     async def _generate_loop(self) -> None:
         GENERATING.set(True)  # in this loop's own task context: its teacher calls are generating ones
@@ -152,7 +173,8 @@ class Producer:
                 self._dead_letter("generate", "unparseable", "the reply held nothing in the expected format", None)
                 self.on_event("reject", 1, "parse", "unparseable")
                 continue
-            self.quota -= len(cands)
+            self.generated_total += len(cands)
+            self.unreported += len(cands)
             # The next call starts while these are recorded and queued; at most `concurrency`
             # emits wait at once, so a full novelty queue still holds generation back.
             await self._emitting.acquire()
@@ -162,15 +184,22 @@ class Producer:
             task.add_done_callback(self._emits.discard)
 
     async def _emit(self, cands: list[Candidate]) -> None:
+        reported = False
         try:
             delta = Ledger()
             delta.generate(cands)
-            await self.report(delta)  # counted as generated before they can reach anyone
+            try:
+                await self.report(delta)  # counted as generated before they can reach anyone
+            finally:
+                self.unreported -= len(cands)
+                reported = True
             await self.emit_novelty(cands)
         except QueueClosed as exc:
             await self._drop(cands[exc.delivered :] if exc.rest is None else exc.rest, exc.reason)
             self.generating = False  # the novelty queue is closed for good
         finally:
+            if not reported:
+                self.unreported -= len(cands)
             self.held -= len(cands)
             self._emitting.release()
 
@@ -185,7 +214,17 @@ class Producer:
                 if free <= 0:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                batch, ended = await self.take_answers(free, 0.5)
+                allowed = self.answer_cap - self.answers_started
+                if allowed <= 0:
+                    # The answers on their way are expected to meet the target: wait for the
+                    # driver to raise the cap (after a rejection) or to retire the category.
+                    self._wake.clear()
+                    waits = [asyncio.ensure_future(self._wake.wait()), *tasks]
+                    done, _ = await asyncio.wait(waits, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    if waits[0] not in done:
+                        waits[0].cancel()
+                    continue
+                batch, ended = await self.take_answers(min(free, allowed), 0.5)
                 if not batch:
                     if ended or not self.generating:
                         break
@@ -193,6 +232,7 @@ class Producer:
                 for cand in batch:
                     self.held += 1
                     self.answering += 1
+                    self.answers_started += 1
                     task = asyncio.create_task(self._answer(cand))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -302,4 +342,8 @@ class Producer:
             failures=dict(self.failures),
             outcome=self.outcome,
             generating=self.generating,
+            generated_total=self.generated_total,
+            unreported=self.unreported,
+            answers_started=self.answers_started,
+            answers_allowed=max(0, self.answer_cap - self.answers_started),
         )

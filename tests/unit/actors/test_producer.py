@@ -39,7 +39,7 @@ class ScriptedTeacher:
         return Reply("A detailed answer.", 20, 30, "m")
 
 
-def make(teacher, quota, concurrency=2):
+def make(teacher, quota, concurrency=2, answers_allowed=1000):
     general = get_instructor("general")
     instr = general(general.Params(count=10, batch_size=5), topics=["ships"])
     novelty, answers, judged = BatchQueue(1000), BatchQueue(1000), BatchQueue(1000)
@@ -54,11 +54,11 @@ def make(teacher, quota, concurrency=2):
         report=report, concurrency=concurrency,
     )
     producer.books = books  # the run's books, as the ledger actor would keep them
-    producer.set_quota(quota)
+    producer.steer(quota, answers_allowed)
     return producer, novelty, answers, judged
 
 
-def test_generation_stops_at_quota_and_resumes_when_raised():
+def test_generation_stops_at_its_cap_and_resumes_when_raised():
     async def main():
         teacher = ScriptedTeacher()
         producer, novelty, answers, judged = make(teacher, quota=12)
@@ -66,7 +66,7 @@ def test_generation_stops_at_quota_and_resumes_when_raised():
         for _ in range(200):
             await asyncio.sleep(0)
         first = teacher.calls["generate"]
-        producer.set_quota(5)
+        producer.steer(producer.generated_total + 5, 1000)  # caps are on the running total
         for _ in range(200):
             await asyncio.sleep(0)
         second = teacher.calls["generate"]
@@ -231,3 +231,59 @@ def test_a_retired_answer_queue_ends_the_answer_loop():
     stats = asyncio.run(main())
     assert stats.held == 0 and stats.answering == 0
     assert QueueClosed("x").reason == "x"
+
+
+def test_answer_calls_stop_at_the_answer_cap_and_resume_when_raised():
+    async def main():
+        teacher = ScriptedTeacher()
+        producer, novelty, answers, judged = make(teacher, quota=0, answers_allowed=3)
+        general = producer.instructor
+        await answers.put_batch([general.candidate(f"Explain topic number {i} in plain words.") for i in range(8)])
+        task = asyncio.create_task(producer.run())
+        while len(judged) < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        first = teacher.calls["respond"], len(answers), producer.stats().answers_allowed
+        producer.steer(0, producer.answers_started + 2)  # the driver found two more are needed
+        while len(judged) < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        second = teacher.calls["respond"], len(answers)
+        producer.stop()
+        await task
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first == (3, 5, 0)  # three answered, five wait in the queue unpaid
+    assert second == (5, 3)
+
+
+def test_stats_count_candidates_generated_and_not_yet_in_the_books():
+    async def main():
+        gate = asyncio.Event()
+        teacher = ScriptedTeacher()
+        general = get_instructor("general")
+        instr = general(general.Params(count=10, batch_size=5), topics=["ships"])
+        novelty, answers, judged = BatchQueue(1000), BatchQueue(1000), BatchQueue(1000)
+
+        async def slow_report(delta):
+            await gate.wait()
+
+        producer = Producer(instr, teacher, emit_novelty=novelty.put_batch, take_answers=answers.take,
+                            emit_judge=judged.put_batch, report=slow_report, concurrency=1)
+        producer.steer(5, 0)
+        task = asyncio.create_task(producer.run())
+        while producer.generated_total < 5:
+            await asyncio.sleep(0.01)
+        during = producer.stats()
+        gate.set()
+        while len(novelty) < 5:
+            await asyncio.sleep(0.01)
+        after = producer.stats()
+        producer.stop()
+        await task
+        return during, after
+
+    during, after = asyncio.run(main())
+    assert (during.generated_total, during.unreported, during.quota) == (5, 5, 0)
+    assert (after.generated_total, after.unreported) == (5, 0)

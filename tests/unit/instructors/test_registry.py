@@ -322,6 +322,7 @@ def produce(
             emit_judge=judged.put_batch, report=report, concurrency=1, on_event=lambda *e: events.append(e),
         )
         if answer is not None:
+            producer.steer(0, len(answer))  # answer these, generate nothing
             task = asyncio.create_task(producer.run())
 
             async def settled() -> None:
@@ -333,7 +334,7 @@ def produce(
             await asyncio.wait_for(task, 5)
         else:
             teacher.on_call = lambda call: producer.stop()  # the loop ends after this one call
-            producer.set_quota(instr.params.batch_size)
+            producer.steer(instr.params.batch_size, 0)
             await asyncio.wait_for(producer.run(), 5)
         assert len(novelty) == 0, "a candidate reached the novelty stage"
         return producer, books, events, await judged.get_batch(1000, 0)
