@@ -117,6 +117,11 @@ METRICS: list[MetricSpec] = [
     _spec("commit_latency_seconds", "histogram", "seconds", (),
           "Time to write and commit one output part (data plus manifest).", buckets=COMMIT_BUCKETS),
     _spec("rows_committed", "counter", "rows", ("category",), "Rows made durable by a manifest commit."),
+    _spec("row_tokens", "counter", "tokens", ("category",),
+          "Teacher tokens (prompt + completion) the committed rows cost themselves: the minimum the kept "
+          "rows could have cost; the rest of the tokens went to rejected or surplus work."),
+    _spec("cost_spent_usd", "gauge", "usd", ("model",),
+          "Dollars the run's teacher calls cost so far, at the prices in teacher.budget.prices."),
     _spec("last_commit_timestamp_seconds", "gauge", "seconds", (),
           "Unix time of the latest manifest commit; now minus this is the commit lag."),
     _spec("budget_remaining_tokens", "gauge", "tokens", (), "Tokens left before the token budget stops new requests."),

@@ -16,8 +16,10 @@ from instructflow.actors.core.writer import PartWriter
 from instructflow.actors.core.writer_stage import WriterStage
 
 
-def _report_commit(entry: PartEntry, seconds: float) -> None:
+def _report_commit(entry: PartEntry, seconds: float, tokens: dict[str, int]) -> None:
     metrics.observe("commit_latency_seconds", seconds)
+    for category, n in tokens.items():
+        metrics.inc("row_tokens", n, category=category)
     metrics.set_gauge("last_commit_timestamp_seconds", time.time())
     for category, rows in entry.categories.items():
         metrics.inc("rows_committed", rows, category=category)

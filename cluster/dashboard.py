@@ -77,6 +77,10 @@ def _rate(metric: str, by: str = "", **matchers: str) -> str:
     return f"sum{group}(rate({sel(metric, **matchers)}[{RATE}]))"
 
 
+def _increase(metric: str) -> str:
+    return f"sum(increase({sel(metric)}[{RANGE}]))"
+
+
 def _quantiles(metric: str, by: str = "") -> tuple[Target, ...]:
     group = f"le, {by}" if by else "le"
     legend = f" {{{{{by}}}}}" if by else ""
@@ -135,6 +139,19 @@ PANELS: list[Panel] = [
     Panel("Commit lag", "seconds", (
         Target(f"time() - max({sel('last_commit_timestamp_seconds')})", "since last commit"),
     ), "Seconds since the last manifest commit; what a crash now would have to redo."),
+    Panel("Tokens per committed row", "tokens", (
+        Target(f"({_increase('prompt_tokens')} + {_increase('completion_tokens')}) / {_increase('rows_committed')}",
+               "paid per row"),
+        Target(f"{_increase('row_tokens')} / {_increase('rows_committed')}", "the rows' own (minimum)"),
+    ), "Every teacher token over the time range per row committed, against what the committed rows cost "
+       "themselves; the gap is rejected and surplus work."),
+    Panel("Share of tokens on rejected or surplus work", "ratio", (
+        Target(f"1 - {_increase('row_tokens')} / ({_increase('prompt_tokens')} + {_increase('completion_tokens')})",
+               "wasted share"),
+    ), "Tokens that bought no committed row: rejected candidates, surplus answers, failed replies, topics."),
+    Panel("Cost per committed row (USD)", "USD", (
+        Target(f"sum(max by (model) ({sel('cost_spent_usd')})) / sum({sel('rows_committed')})", "USD per row"),
+    ), "Set only when teacher.budget.prices has the model's price."),
     Panel("Budget left (tokens)", "tokens", (
         Target(f"min({sel('budget_remaining_tokens')})", "tokens left"),
     ), "Set only when teacher.budget.max_tokens_total is configured."),

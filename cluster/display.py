@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from instructflow.cluster.accounting import Progress
+from instructflow.cluster.accounting import Cost, Progress
 from instructflow.config import Config
 
 
@@ -67,6 +67,10 @@ class Display:
             f"queued {sum(p.queue_depths.values())}"
         )
 
+    def _new_committed(self, p: Progress) -> int:
+        base = self.first_committed or {}
+        return sum(p.committed[c] - base.get(c, 0) for c in p.targets)
+
     def _new_rows(self, p: Progress) -> int:
         base = self.first_committed or {}
         return sum(p.accepted[c] - base.get(c, 0) for c in p.targets)
@@ -92,6 +96,7 @@ class Display:
             )
         stats = Table.grid(padding=(0, 2))
         stats.add_row("tokens", f"prompt {p.prompt_tokens:,}  completion {p.completion_tokens:,}")
+        stats.add_row("cost", Cost.of(p, self._new_committed(p)).line())
         stats.add_row("rows/s", _rate(self._new_rows(p), elapsed))
         stats.add_row("queues", "  ".join(f"{k} {v}" for k, v in p.queue_depths.items()))
         stats.add_row("index", f"{p.vectors:,} vectors")
@@ -127,7 +132,6 @@ class Display:
         if self.mode == "off":
             return
         self.console.print(self.render(p, title=f"summary ({reason})"))
-
 
     def closing(self, lines: list[str]) -> None:
         """The last lines of a run, under the summary: where the data is, its cost, what to run next."""

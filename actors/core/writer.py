@@ -38,7 +38,8 @@ class PartWriter:
         exports: formats to keep/write (``jsonl``, ``sharegpt``, ``alpaca``); see `exports`.
         keep_rejects: write rejected candidates to the rejects log (they are counted either way).
         filesystem: a pyarrow filesystem to use with `root` as a path in it (tests, custom stores).
-        on_commit: called with each committed part's entry and its commit seconds (for metrics).
+        on_commit: called with each committed part's entry, its commit seconds and the teacher
+            tokens its rows cost, per category (for metrics).
 
     Raises:
         OutputError: the root cannot be created or written, or its manifest is corrupt.
@@ -55,7 +56,7 @@ class PartWriter:
         exports: Sequence[str] = ("jsonl",),
         keep_rejects: bool = True,
         filesystem: pafs.FileSystem | None = None,
-        on_commit: Callable[[PartEntry, float], None] | None = None,
+        on_commit: Callable[[PartEntry, float, dict[str, int]], None] | None = None,
     ) -> None:
         if rows_per_part < 1 or flush_interval_s <= 0:
             raise ValueError("rows_per_part must be >= 1 and flush_interval_s > 0")
@@ -71,6 +72,7 @@ class PartWriter:
         self._pending_counts: Counter[str] = Counter()
         self._oldest_pending: float | None = None
         self._on_commit = on_commit
+        self._kept_tokens: Counter[str] = Counter()  # tokens of the rows committed this session
         self._skipped: Counter[str] = Counter()
         self._skipped_by_category: Counter[str] = Counter()
         self._closed = False
@@ -191,8 +193,12 @@ class PartWriter:
         self._commits += 1
         self._commit_seconds_total += seconds
         self._commit_seconds_last = seconds
+        tokens: Counter[str] = Counter()
+        for candidate in batch:
+            tokens[candidate.category] += candidate.prompt_tokens + candidate.completion_tokens
+        self._kept_tokens.update(tokens)
         if self._on_commit is not None:
-            self._on_commit(entry, seconds)
+            self._on_commit(entry, seconds, dict(tokens))
 
     # ---------------------------------------------------------------- reading state
 
@@ -229,7 +235,8 @@ class PartWriter:
         """Counters for the display and metrics (no ids or text).
 
         Keys: ``committed`` and ``accepted`` (per category), ``committed_rows``, ``pending_rows``,
-        ``parts``, ``bytes_written`` (this session), ``skipped`` (per reason),
+        ``parts``, ``bytes_written`` and ``kept_tokens`` (teacher tokens of the rows committed, per
+        category; both this session), ``skipped`` (per reason),
         ``skipped_by_category``, ``rejects`` and ``dead_letters`` (per reason), ``commits``,
         ``commit_seconds_total``, ``commit_seconds_last``, ``jsonl_stale``.
         """
@@ -237,6 +244,7 @@ class PartWriter:
             "committed": self.counts(),
             "accepted": self.accepted(),
             "committed_rows": len(self._committed_ids),
+            "kept_tokens": dict(self._kept_tokens),
             "pending_rows": len(self._pending),
             "parts": len(self.committer.entries),
             "bytes_written": self._bytes_written,

@@ -24,6 +24,7 @@ class WriterStats:
     parts: int
     commits: int
     bytes_written: int
+    kept_tokens: dict[str, int] = field(default_factory=dict)  # teacher tokens of the rows committed
     rejects_logged: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     error: str | None = None  # the last failure of a timed flush
@@ -100,5 +101,5 @@ class WriterStage(Stage):
         return WriterStats(
             committed=s["committed"], accepted=s["accepted"], pending_rows=s["pending_rows"], parts=s["parts"],
             commits=s["commits"], bytes_written=s["bytes_written"], rejects_logged=s["rejects"],
-            dead_letters=s["dead_letters"], error=self.error,
+            dead_letters=s["dead_letters"], kept_tokens=s["kept_tokens"], error=self.error,
         )

@@ -63,6 +63,10 @@ def test_flush_commits_numbered_parts_listed_in_the_manifest(tmp_path: Path) -> 
     assert sum(e["categories"].get("general", 0) for e in entries) == 3
     assert sorted(parquet_ids(tmp_path)) == sorted(c.id for c in rows)
     assert w.counts() == {"general": 3, "trivia": 4}
+    # What the committed rows cost themselves, for the cost per row (docs/output.md).
+    assert w.stats()["kept_tokens"] == {
+        cat: sum(c.prompt_tokens + c.completion_tokens for c in rows if c.category == cat) for cat in ("general", "trivia")
+    }
 
 
 def test_duplicate_ids_are_skipped_in_a_batch_while_pending_and_after_reopen(tmp_path: Path) -> None:
