@@ -292,3 +292,43 @@ def test_a_cancelled_request_gives_its_slot_back(make_config) -> None:
 
         asyncio.run(go())
     assert limiter.in_flight == 0 and limiter.snapshot()["outcomes"] == {"cancelled": 1}
+
+
+def _storm(stub: StubTeacher, make_config, limits: Limits, requests: int, callers: int) -> tuple[RateLimiter, list[int]]:
+    """`requests` calls from `callers` concurrent callers through one limiter; returns the limiter and
+    the allowed concurrency seen at each admission."""
+    limiter = RateLimiter(limits)
+    client = TeacherClient(make_config(max_attempts=20, backoff_base_s=0.01, backoff_max_s=0.05), limiter,
+                           base_url=stub.base_url)
+    seen: list[int] = []
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            seen.append(limiter.allowed)
+            await client.chat(ASK, category="trivia", call="respond")
+
+    async def go() -> None:
+        try:
+            await asyncio.gather(*(caller(requests // callers) for _ in range(callers)))
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+    return limiter, seen
+
+
+def test_random_429s_from_the_stub_leave_the_window_whole(make_config) -> None:
+    with StubTeacher(seed=5, latency_s=0.02, p_429=0.2, retry_after_s=0.02, retry_after_format="seconds") as stub:
+        limiter, _ = _storm(stub, make_config, Limits(max_in_flight=10), requests=300, callers=10)
+        limited = stub.stats()["by_status"].get("429", 0)
+    assert limited >= 40  # about a fifth of the attempts were refused at random ...
+    snap = limiter.snapshot()
+    assert snap["window_decreases"] <= 1 and limiter.allowed >= 8  # ... and the window barely moved
+
+
+def test_a_server_over_capacity_makes_the_window_settle_near_its_capacity(make_config) -> None:
+    with StubTeacher(seed=5, latency_s=0.05, max_concurrency=6, retry_after_s=0.02, retry_after_format="seconds") as stub:
+        limiter, seen = _storm(stub, make_config, Limits(max_in_flight=48), requests=480, callers=48)
+    assert limiter.snapshot()["window_decreases"] >= 2  # from 48 down towards the server's 6
+    settled = seen[len(seen) // 2 :]
+    assert 3 <= sum(settled) / len(settled) <= 12, sum(settled) / len(settled)
