@@ -47,6 +47,7 @@ class Progress:
     unreported: Counter[str] = field(default_factory=Counter)  # generated, report to the books on its way
     kept_tokens: Counter[str] = field(default_factory=Counter)  # teacher tokens of the rows committed
     usd: float | None = None  # what the run's teacher calls cost so far; None without a price
+    spent_tokens: int = 0  # every teacher token of the run as the endpoint's limiter counted it
     failures: Counter[str] = field(default_factory=Counter)  # failed teacher calls by reason
     requests: Counter[str] = field(default_factory=Counter)  # teacher attempts by status class
     retries: int = 0
@@ -165,8 +166,8 @@ class Cost:
 
     @classmethod
     def of(cls, progress: Progress, rows: int) -> Cost:
-        return cls(rows, progress.prompt_tokens + progress.completion_tokens, sum(progress.kept_tokens.values()),
-                   progress.usd)
+        tokens = max(progress.prompt_tokens + progress.completion_tokens, progress.spent_tokens)
+        return cls(rows, tokens, sum(progress.kept_tokens.values()), progress.usd)
 
     @property
     def per_row(self) -> float | None:
@@ -188,6 +189,8 @@ class Cost:
     def line(self) -> str:
         if not self.rows:
             return f"{self.tokens:,} tokens, no row yet"
+        if self.wasted_share is None:  # no teacher call counted (e.g. every row was resumed)
+            return f"the rows' own tokens: {self.minimum_per_row:,.0f}/row"
         text = (f"{self.per_row:,.0f} tokens/row (the rows' own: {self.minimum_per_row:,.0f}; "
                 f"{self.wasted_share:.1%} went to rejected or surplus work)")
         if self.usd_per_row is not None:

@@ -221,11 +221,15 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
     got = {k: v if k in ("books", "limiter") else ray.get(v, timeout=timeout) for k, v in refs.items()}
     p = Progress(targets={n: p.count for n, p in config.categories.items()}, books=got["books"])
     p.vectors = got["gate"].vectors
-    if got["limiter"] is not None and config.teacher.budget.prices:
+    if got["limiter"] is not None:
         try:
-            p.usd = float(ray.get(got["limiter"], timeout=timeout)["cost_spent_usd"])
-        except Exception:  # noqa: BLE001 - a limiter restarting: no dollars this tick, the run goes on
-            p.usd = None
+            spent = ray.get(got["limiter"], timeout=timeout)
+        except Exception:  # noqa: BLE001 - a limiter restarting: no spend this tick, the run goes on
+            spent = None
+        if spent:
+            # The limiter outlives instructor and judge restarts, whose own counts start again at 0.
+            p.spent_tokens = int(spent["prompt_tokens"]) + int(spent["completion_tokens"])
+            p.usd = float(spent["cost_spent_usd"]) if config.teacher.budget.prices else None
     for q in got["queues"]:
         p.queue_depths[q.name] = q.depth
         p.visible.update(q.by_category)

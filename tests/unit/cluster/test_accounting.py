@@ -136,3 +136,13 @@ def test_cost_per_row_against_the_rows_own_tokens():
     assert cost.line() == "1,200 tokens/row (the rows' own: 960; 20.0% went to rejected or surplus work) · $0.00600/row"
     p.usd = None
     assert "$" not in Cost.of(p, rows=100).line() and Cost.of(p, rows=0).line() == "120,000 tokens, no row yet"
+
+
+def test_cost_prefers_the_limiters_count_and_reads_well_without_one():
+    from instructflow.cluster.accounting import Cost
+
+    p = progress(generated=10, accepted=10)
+    p.kept_tokens.update({"a": 900})
+    assert Cost.of(p, rows=10).line() == "the rows' own tokens: 90/row"  # instructors restarted, counts at 0
+    p.spent_tokens = 1000  # the limiter outlives them
+    assert Cost.of(p, rows=10).per_row == 100

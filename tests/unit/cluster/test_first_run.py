@@ -43,14 +43,18 @@ def test_only_the_worker_pool_advisory_is_dropped(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_cluster_this_process_starts_gets_rays_default_auth_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Re-reading Ray's C++ config is recorded, not done: it would switch this test process's Ray to
+    # token auth for every later test that starts one (the environment is restored, that config not).
+    reloads: list[str | None] = []
+    monkeypatch.setattr(quiet, "_reload_ray_config", lambda: reloads.append(os.environ.get("RAY_AUTH_MODE")))
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     quiet.prepare_ray(starts_cluster=False)  # joining: the cluster's operator chose its mode
-    assert "RAY_AUTH_MODE" not in os.environ
+    assert "RAY_AUTH_MODE" not in os.environ and reloads == []
     quiet.prepare_ray(starts_cluster=True)
-    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert os.environ["RAY_AUTH_MODE"] == "token" and reloads == ["token"]
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     quiet.prepare_ray(starts_cluster=True)  # the user's own setting wins
-    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+    assert os.environ["RAY_AUTH_MODE"] == "disabled" and reloads == ["token"]
 
 
 def _config(teacher: dict, output_dir: str = "out/x") -> object:
