@@ -69,7 +69,7 @@ chromium:
 	esac
 
 test: install prometheus chromium
-	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra tests
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra --durations=25 tests
 
 lint: install
 	$(BIN)/ruff check .
