@@ -33,18 +33,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SURPLUS = ("target_met", "over_target")
 
-
-def steady_rate(out: Path, target: int) -> float:
-    from datetime import datetime
-
-    entries = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines() if x.strip()]
-    total, points = 0, []
-    for e in entries:
-        total += e["rows"]
-        points.append((datetime.fromisoformat(e["created_at"]).timestamp(), total))
-    lo = next(p for p in points if p[1] >= 0.1 * target)
-    hi = next(p for p in points if p[1] >= 0.9 * target)
-    return (hi[1] - lo[1]) / max(hi[0] - lo[0], 1e-9)
+from bench_pipeline import steady_rate  # noqa: E402  (bench/ is on the path when run as a script)
 
 
 def one_run(base_url: str, rows: int, in_flight: int, out: Path) -> dict[str, Any]:
