@@ -1,9 +1,12 @@
 """A run always ends: by itself, with exact books, and with a named reason when a target cannot be met.
 
-Reproduces issue 11's stall on the stub teacher: one category meets its target while the novelty
-stage still holds many of its admitted instructions, with a small answer queue; before the stage
-kernel the novelty worker blocked forever on that finished category's full answer queue, and the
-other category never got another teacher call.
+Replays issue 11's stall on the stub teacher: one category meets its target early while the other
+still needs most of its rows, with a small answer queue. Before the stage kernel the novelty worker
+blocked forever on the finished category's full answer queue, and the other category never got
+another teacher call. Since the cost steering of issue 12 a finished category rarely has admitted
+instructions left over, so the drop of those on a retired queue is pinned by the kernel's unit tests
+(tests/unit/actors/test_producer.py, test_queue.py); this test checks the run end to end: the other
+category keeps getting rows after the first one finished, and the books balance.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pytest
 import yaml
 
 import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
+from instructflow.cluster.accounting import SURPLUS_REASONS
 from instructflow.cluster.driver import RunError, run
 from instructflow.config import parse_config
 from tests.integration.conftest import stub_config
@@ -50,8 +54,12 @@ def test_a_finished_category_never_stalls_the_others(ray_local, stub_teacher, tm
     assert sum(r["category"] == "trivia" for r in rows) == 300
     books_balance(progress)
     assert progress.lost == {"general": 0, "trivia": 0}
-    # The scenario happened: general's surplus met a retired queue and was dropped, not blocked on.
-    assert sum(n for (c, r), n in progress.books.dropped.items() if c == "general" and r == "target_met") > 0
+    # The scenario happened: general finished while trivia still needed most of its rows, and trivia
+    # went on getting rows after that.
+    general_done = max(r["created_at"] for r in rows if r["category"] == "general")
+    assert sum(r["category"] == "trivia" and r["created_at"] > general_done for r in rows) >= 100
+    # Whatever general had left over was dropped as surplus, never lost or left in flight.
+    assert {r for (c, r), n in progress.books.dropped.items() if c == "general" and n} <= SURPLUS_REASONS
 
 
 def test_a_worn_out_category_ends_the_run_with_a_named_reason(ray_local, stub_teacher, tmp_path: Path) -> None:
