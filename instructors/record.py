@@ -32,6 +32,25 @@ def row_id(instruction: str, system: str | None = None) -> str:
     return text_hash(key)
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def message(role: str, content: str, name: str | None = None) -> dict[str, Any]:
+    """One conversation turn as stored in `Candidate.messages` and the ``messages`` column.
+
+    Args:
+        role: "system", "user" or "assistant".
+        content: the turn's text.
+        name: the speaker's name (a character in role play); None when the turn has no named speaker.
+
+    Raises:
+        ValueError: `role` is not one of `ROLES`.
+    """
+    if role not in ROLES:
+        raise ValueError(f"message role {role!r} is not one of {', '.join(ROLES)}")
+    return {"role": role, "content": content, "name": name}
+
+
 @dataclass
 class Candidate:
     """One instruction (and, once answered, its response) on its way through the pipeline.
@@ -55,6 +74,11 @@ class Candidate:
     score: float | None = None
     embedding: Any = None  # numpy float32 vector, set by the novelty stage
     tokens_estimated: bool = False
+    # The whole conversation of a multi-turn row (see `message`); None for a single-turn row, whose
+    # one exchange `conversation` derives from system/instruction/response. A multi-turn row keeps
+    # its first user turn in `instruction` and the first assistant turn in `response`.
+    messages: list[dict[str, Any]] | None = None
+    source_id: str | None = None  # id of the committed row a derived row was made from
     meta: dict[str, Any] = field(default_factory=dict)  # instructor-private state between calls
     created_at: float = field(default_factory=time.time)
 
@@ -62,6 +86,11 @@ class Candidate:
     def id(self) -> str:
         """The deterministic row id (see `row_id`)."""
         return row_id(self.instruction, self.system)
+
+    @property
+    def is_conversation(self) -> bool:
+        """True for a multi-turn row: one holding more than one user or assistant turn."""
+        return self.messages is not None and sum(m["role"] != "system" for m in self.messages) > 2
 
     @property
     def needs_response(self) -> bool:
@@ -80,3 +109,15 @@ class Candidate:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         self.tokens_estimated = self.tokens_estimated or estimated
+
+
+def conversation(candidate: Candidate) -> list[dict[str, Any]]:
+    """Returns the messages of any candidate: its own `messages` for a multi-turn row, else the
+    one-exchange equivalent (system turn when set, the instruction, the response when answered)."""
+    if candidate.messages is not None:
+        return [dict(m) for m in candidate.messages]
+    turns = [message("system", candidate.system)] if candidate.system else []
+    turns.append(message("user", candidate.instruction))
+    if candidate.response is not None:
+        turns.append(message("assistant", candidate.response))
+    return turns

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.record import Candidate, conversation
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""Version 2 added ``messages`` and ``source_id``; version 1 parts still read (see `upgrade_table`)."""
 
 COLUMN_DOCS: dict[str, str] = {
     "id": "Deterministic row id: blake2b of the normalised (system, instruction); equals Candidate.id. "
@@ -24,10 +25,16 @@ COLUMN_DOCS: dict[str, str] = {
     "instruction": "The instruction (user turn) exactly as the teacher wrote it.",
     "response": "The teacher's answer to the instruction.",
     "system": "System prompt the row should be trained with; null when the category sets none.",
+    "messages": "The whole conversation as a list of turns {role: system|user|assistant, content, "
+    "name: the speaker's name or null}. Never null: a single-turn row holds its one exchange (the "
+    "system turn when set, the instruction, the response); a multi-turn row holds every turn, and its "
+    "instruction and response columns repeat its first user and first assistant turn.",
     "skip_prompt_formatting": "airoboros flag: true when the instruction is already fully formatted "
     "and a trainer should not wrap it in a prompt template.",
     "topic": "Topic the instructor drew for this row; null when the category does not use topics or "
     "the run has no topics (topics.file: null).",
+    "source_id": "Id of the committed row this row was derived from (a re-answer or a correction of "
+    "an earlier row); null for a row made from scratch.",
     "model": "Teacher model name that generated the row.",
     "prompt_tokens": "Prompt tokens spent on this row over all of its teacher calls.",
     "completion_tokens": "Completion tokens spent on this row over all of its teacher calls.",
@@ -53,6 +60,15 @@ def _field(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
     return pa.field(name, type_, nullable=nullable, metadata={"doc": COLUMN_DOCS[name]})
 
 
+MESSAGE_TYPE = pa.struct(
+    [
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("content", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=True),
+    ]
+)
+
+
 ROW_SCHEMA: pa.Schema = pa.schema(
     [
         _field("id", pa.string()),
@@ -60,8 +76,10 @@ ROW_SCHEMA: pa.Schema = pa.schema(
         _field("instruction", pa.string()),
         _field("response", pa.string()),
         _field("system", pa.string(), nullable=True),
+        _field("messages", pa.list_(pa.field("item", MESSAGE_TYPE, nullable=False))),
         _field("skip_prompt_formatting", pa.bool_()),
         _field("topic", pa.string(), nullable=True),
+        _field("source_id", pa.string(), nullable=True),
         _field("model", pa.string()),
         _field("prompt_tokens", pa.int64()),
         _field("completion_tokens", pa.int64()),
@@ -111,8 +129,10 @@ def rows_to_table(candidates: Iterable[Candidate]) -> pa.Table:
         "instruction": [c.instruction for c in rows],
         "response": [c.response for c in rows],
         "system": [c.system for c in rows],
+        "messages": [conversation(c) for c in rows],
         "skip_prompt_formatting": [bool(c.skip_prompt_formatting) for c in rows],
         "topic": [c.topic for c in rows],
+        "source_id": [c.source_id for c in rows],
         "model": [c.model or "" for c in rows],
         "prompt_tokens": [int(c.prompt_tokens) for c in rows],
         "completion_tokens": [int(c.completion_tokens) for c in rows],
@@ -123,8 +143,10 @@ def rows_to_table(candidates: Iterable[Candidate]) -> pa.Table:
         "score": [None if c.score is None else float(c.score) for c in rows],
         "created_at": [int(round(c.created_at * 1000)) for c in rows],
     }
-    arrays = [pa.array(columns[f.name], type=f.type) for f in ROW_SCHEMA if f.name in columns]
-    arrays.append(_embedding_array([c.embedding for c in rows]))
+    arrays = [
+        _embedding_array([c.embedding for c in rows]) if f.name == "embedding" else pa.array(columns[f.name], type=f.type)
+        for f in ROW_SCHEMA
+    ]
     return pa.Table.from_arrays(arrays, schema=ROW_SCHEMA)
 
 
@@ -136,7 +158,10 @@ def table_to_rows(table: pa.Table) -> list[Candidate]:
         rec.pop("id", None)  # derived from instruction and system, never stored on the candidate
         created = rec.pop("created_at", None)
         vector = rec.pop("embedding", None)
+        turns = rec.pop("messages", None)
         candidate = Candidate(**rec)
+        if turns is not None and turns != conversation(candidate):
+            candidate.messages = turns  # single-turn rows keep None, so they compare equal as before
         if isinstance(created, datetime):
             candidate.created_at = created.replace(tzinfo=created.tzinfo or UTC).timestamp()
         if vector is not None:

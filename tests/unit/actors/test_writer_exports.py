@@ -50,13 +50,15 @@ def test_schema_documents_every_column_and_round_trips() -> None:
     assert all(f.metadata[b"doc"] for f in ROW_SCHEMA)
     assert ROW_SCHEMA.field("created_at").type == pa.timestamp("ms", tz="UTC")
     assert ROW_SCHEMA.field("embedding").type == pa.list_(pa.float32())
-    assert [f.name for f in ROW_SCHEMA if f.nullable] == ["system", "topic", "similarity", "verdict", "score", "embedding"]
+    nullable = ["system", "topic", "source_id", "similarity", "verdict", "score", "embedding"]
+    assert [f.name for f in ROW_SCHEMA if f.nullable] == nullable
     originals = rows()
     table = rows_to_table(originals)
     assert table.schema.equals(ROW_SCHEMA) and table.column("id").to_pylist() == [c.id for c in originals]
     back = table_to_rows(table)
     for before, after in zip(originals, back, strict=True):
         assert after.id == before.id and after.system == before.system and after.verdict == before.verdict
+        assert after.messages is None and after.source_id is None
         assert after.created_at == pytest.approx(before.created_at, abs=1e-3)
         np.testing.assert_array_equal(after.embedding, before.embedding)
     with pytest.raises(ValueError, match="no response"):
