@@ -1,36 +1,35 @@
-"""`teacher.mode: batch` on a real local Ray: generating, answer and judge calls go through the stub's
-Batch API; the instructor is SIGKILLed while its first batch is pending on the server. Ray restarts
-it in a new process, which reads the batch journal, sends the same requests again (its generating
-prompts come from the same seed) and finds them in the running batch instead of paying again. The
-run must end at exactly the target with balanced books, and the stub must have been paid once per
-custom_id.
+"""`teacher.mode: batch`, the whole run killed while a batch is pending: generating, answer and judge
+calls go through the stub's Batch API; the CLI -- its private Ray and every actor process -- is
+SIGKILLed once its first batch is on the server and nothing has come back. The same command run
+again reads the batch journal the killed run left in the output, sends the same requests (its
+generating prompts come from the same seed and the same empty output) and finds them in the batch
+still running instead of paying again. The rerun must end at exactly the target with balanced books,
+and the stub must have been paid once per custom_id.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
+import re
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-import instructflow.instructors.categories  # noqa: F401  (registers the categories a config names)
-from instructflow.cluster.driver import NAMESPACE, actor_name, run
-from instructflow.config import parse_config
 from instructflow.instructors.teacher.batch import BATCH_DIR
 from tests.integration.conftest import stub_config
-from tests.integration.dataset_checks import check_dataset
-from tests.integration.test_actor_faults import RESTART_S, actor_pid, wait_for
+from tests.integration.dataset_checks import check_dataset, committed_rows
+from tests.integration.processes import cli_env, command, kill_run
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
 TARGETS = {"general": 8}
 THRESHOLD = 0.9
-BATCH_WINDOW_S = 1.5  # long enough for the kill to land while the first batch runs
+BATCH_WINDOW_S = 3.0  # long enough for the kill to land while the first batch runs
+RUN_DEADLINE_S = 180.0  # one CLI run: private Ray start, actor start-up, the batches
 
 
 def records(out: Path) -> list[dict[str, Any]]:
@@ -38,33 +37,45 @@ def records(out: Path) -> list[dict[str, Any]]:
             for line in path.read_text().splitlines() if line.strip()]
 
 
-def kill_while_first_batch_pends(out: Path, name: str, killed: dict[str, Any]) -> None:
-    """SIGKILLs the instructor once its first batch exists and nothing has come back yet."""
-    import ray
+def pending(out: Path) -> bool:
+    """A batch was created and nothing of any batch has come back yet."""
+    kinds = {r["kind"] for r in records(out)}
+    return "batch" in kinds and not kinds & {"end", "used"}
 
-    def find() -> Any:
+
+def run_cli(config: Path, log_path: Path, kill_when_pending: bool) -> tuple[int, str]:
+    """Runs the CLI to its end, or SIGKILLs its whole session once a batch is pending.
+    Returns the exit code (-9 when killed) and its output."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command(config), stdout=log, stderr=subprocess.STDOUT,
+                                env=cli_env(), start_new_session=True)
         try:
-            return ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            return None  # not created yet
+            deadline = time.monotonic() + RUN_DEADLINE_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                if kill_when_pending and pending(config.parent / "out"):
+                    kill_run(proc)
+                    break
+                time.sleep(0.02)  # polling the journal, bounded by the deadline
+        finally:
+            timed_out = proc.poll() is None
+            kill_run(proc)
+    output = log_path.read_text()
+    assert not timed_out, f"the CLI ran past {RUN_DEADLINE_S:.0f} s:\n{output[-3000:]}"
+    return proc.returncode, output
 
-    try:
-        handle = wait_for(find, 240, f"{name} was never created")
-        pid = actor_pid(handle, timeout=120)  # before the batch exists: the kill then lands at once
-        wait_for(lambda: any(r["kind"] == "batch" for r in records(out)), 240, "no batch was created")
-        killed["pending"] = [r for r in records(out) if r["kind"] in ("end", "used")] == []
-        killed["lines"] = sum(len(r["ids"]) for r in records(out) if r["kind"] == "submit")
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: actor_pid(handle, timeout=RESTART_S) != pid, RESTART_S, f"{name} did not come back")
-    except BaseException as exc:  # reported by the test thread
-        killed["error"] = exc
+
+def batch_line(summary: str) -> dict[str, int]:
+    """The summary's `batches` line as numbers (`batches 2  lines 9  attached 4 ...`)."""
+    line = next((s for s in summary.splitlines() if s.startswith("batches ")), "")
+    return {k: int(v) for k, v in re.findall(r"([a-z_]+) (\d+)", line)}
 
 
 @pytest.mark.fault(
-    fault="the instructor SIGKILLed while its first Batch API batch is pending (teacher.mode batch)",
-    expected="its new process re-attaches to the running batch; exact target; no custom_id paid twice",
+    fault="the whole run (CLI, its Ray, every actor) SIGKILLed while its first Batch API batch is pending",
+    expected="the rerun re-attaches to the running batch; exact target; no custom_id paid twice",
 )
-def test_batch_mode_survives_a_kill_while_a_batch_is_pending(ray_local, stub_teacher, tmp_path):
+def test_a_killed_run_reattaches_to_its_pending_batch(stub_teacher, tmp_path):
+    stub_teacher.reset_stats()
     stub_teacher.set_faults(batch_window_s=BATCH_WINDOW_S)
     out = tmp_path / "out"
     data = stub_config(
@@ -75,26 +86,27 @@ def test_batch_mode_survives_a_kill_while_a_batch_is_pending(ray_local, stub_tea
         writer={"rows_per_part": 4, "flush_interval_s": 0.3},
     )
     data["teacher"].update(mode="batch", batch={"generate": True, "max_wait_s": 0.2, "poll_interval_s": 0.1})
-    config = parse_config(yaml.safe_dump(data))
-    killed: dict[str, Any] = {}
-    killer = threading.Thread(target=kill_while_first_batch_pends,
-                              args=(out, actor_name(config, "instructor:general:0"), killed), daemon=True)
-    killer.start()
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        progress = run(config)
+        rc, first = run_cli(config, tmp_path / "cli-0.log", kill_when_pending=True)
+        assert rc == -9, f"the run ended by itself (exit {rc}) before a batch was pending:\n{first[-3000:]}"
+        assert committed_rows(out) == 0
+        sent = sum(len(r["ids"]) for r in records(out) if r["kind"] == "submit")
+        assert sent > 0
+        rc, rerun = run_cli(config, tmp_path / "cli-1.log", kill_when_pending=False)
     finally:
-        killer.join(timeout=RESTART_S)
         stub_teacher.set_faults(batch_window_s=1.0)
-    assert "error" not in killed, f"fault injection failed: {killed.get('error')!r}"
-    assert killed["pending"], "the kill landed after the first batch had come back"
+    assert rc == 0, rerun[-3000:]
+    assert "summary (complete)" in rerun
 
     check_dataset(out, TARGETS, THRESHOLD)
-    assert progress.all_done() and progress.books.accepted["general"] == TARGETS["general"]
-    assert progress.generated["general"] == progress.books.terminal("general") + progress.lost["general"]
     paid = stub_teacher.stats()["batch"]
     assert paid["paid_twice"] == [], paid
     assert stub_teacher.stats()["requests"] == 0  # every call went through batches
-    # The new process found the killed one's generating lines in the batch still running.
-    assert progress.batch["attached"] == killed["lines"] and killed["lines"] > 0, progress.batch
+    # The rerun found the killed run's lines in the batch still running (or its output file).
+    batches = batch_line(rerun)
+    print(f"lines sent before the kill: {sent}; the rerun's batches: {batches}")  # shown with -s
+    assert batches.get("attached", 0) + batches.get("reused", 0) == sent, (sent, batches, rerun[-2500:])
     kinds = {cid.split(":")[1] for r in records(out) if r["kind"] == "submit" for cid in r["ids"]}
     assert {"generate", "respond", "judge"} <= kinds, kinds
