@@ -15,6 +15,7 @@ from instructflow.actors.core.producer import Producer, ProducerStats
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.actors.novelty import pack
 from instructflow.config import Config
+from instructflow.instructors.characters import Card
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import get_instructor
 
@@ -29,18 +30,19 @@ class InstructorActor:
 
     def __init__(
         self, config: Config, category: str, replica: int, base_url: str, topics: list[str], names: dict[str, str],
-        output_uri: str | None = None,
+        output_uri: str | None = None, cards: list[Card] | None = None,
     ) -> None:
         """`names`: actor names of the ``novelty``, ``judge`` and own ``answer`` queues, the
         ``ledger`` and the ``writer`` (found by name, so that a restart can always rebuild).
-        `output_uri`: the run's output location (batch mode records its batches there)."""
+        `output_uri`: the run's output location (batch mode records its batches there).
+        `cards`: the character cards the category may play (loaded once by the driver)."""
         from instructflow.actors.teacher import make_teacher
 
         params = config.categories[category]
         rng = random.Random(f"{config.run.seed}:{category}:{replica}")
         instructor = get_instructor(category)(
             params, topics=topics, avoid_topics=config.topics.avoid, rng=rng, prompts_dir=config.prompts_path,
-            pii=config.pii,
+            pii=config.pii, cards=cards,
         )
         self.category = category
         self.writer = ray.get_actor(names["writer"])

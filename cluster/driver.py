@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instructflow.actors.core.ledger import GIVEN_UP, SHUTDOWN, TARGET_MET
 from instructflow.cluster.accounting import LossEstimator, Progress, Watchdog, caps, settle_lost
@@ -42,6 +42,9 @@ from instructflow.cluster.topology import (  # noqa: F401 - re-exported for call
     wait_ready,
 )
 from instructflow.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from instructflow.instructors.characters import Card
 
 log = logging.getLogger(__name__)
 NAMESPACE = "instructflow"
@@ -75,6 +78,7 @@ def preflight(config: Config) -> Counter[str]:
         JudgeChain(config.judge.rules, config.judge.llm, config.prompts_path)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{config.source}: judge.llm: {exc}") from None
+    user_cards(config)  # a bad card file stops the run here, naming the file and the key
     topics = config.topics.file and config.resolve_path(config.topics.file)
     if topics and topics.exists():
         try:
@@ -88,6 +92,45 @@ def preflight(config: Config) -> Counter[str]:
             "export it with your API key (or set teacher.api_key_env: null for servers without keys)"
         )
     return inputs_pii
+
+
+def user_cards(config: Config) -> list[Card]:
+    """The cards of the user's folder (`characters.dir`), or none when it is not set."""
+    from instructflow.instructors.characters import CardError, load_cards
+
+    if not config.characters.dir:
+        return []
+    try:
+        return load_cards(config.resolve_path(config.characters.dir))
+    except CardError as exc:
+        raise ConfigError(f"{config.source}: characters.dir: {exc}") from None
+
+
+def load_cards_for_run(config: Config, out: OutputDir) -> list[Card]:
+    """The cards the instructors may play: the user's, then the run's own (`<output>/characters/`,
+    first brought up to date with the committed `character` rows, which a killed run may not have
+    saved yet). A name in both keeps the user's card."""
+    from instructflow.actors.core.cards import run_cards
+    from instructflow.actors.core.storage import open_store
+    from instructflow.instructors.characters import merge_cards
+
+    save_run_cards(out)
+    return merge_cards(user_cards(config), run_cards(open_store(out.uri)))
+
+
+def save_run_cards(out: OutputDir) -> None:
+    """Saves the committed `character` rows' cards that `<output>/characters/` lacks (see
+    `actors.core.cards`); a failure is logged, never fatal: the rows hold every card."""
+    from instructflow.actors.core.cards import sync_cards
+    from instructflow.actors.core.storage import OutputError, open_store
+
+    try:
+        result = sync_cards(open_store(out.uri))
+    except (OSError, OutputError) as exc:
+        log.warning("could not save the character cards under %s/characters: %s", out.uri, exc)
+        return
+    for note in result.skipped:
+        log.warning("character card not saved: %s", note)
 
 
 def start_ray(address: str | None) -> bool:
@@ -353,7 +396,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
         if inputs_pii:
             found = ", ".join(f"{e} {n}" for e, n in sorted(inputs_pii.items()))
             display.note(f"PII in topics and seed files ({config.pii.action}): {found}")
-        topo = build(config, base_url, topics, out)
+        topo = build(config, base_url, topics, out, cards=load_cards_for_run(config, out))
         topo.limiter = limiter
         wait_ready(config, topo)
         resumed = resume_index(topo)
@@ -364,6 +407,7 @@ def run(config: Config, address: str | None = None, *, allow_config_change: bool
             progress, reason = steer(config, topo, display, signals)
             display.note(f"stopping: {reason}")
             drain(config, topo, signals, reason)
+        save_run_cards(out)  # this run's committed cards, for later runs to play
         final = snapshot(config, topo)
         final.given_up = progress.given_up
         final.inputs_scrubbed = inputs_pii

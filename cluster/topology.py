@@ -17,6 +17,7 @@ from instructflow.cluster.accounting import Progress
 from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
 from instructflow.config import Config
+from instructflow.instructors.characters import Card
 from instructflow.instructors.teacher.api import TeacherStats
 
 
@@ -52,8 +53,11 @@ def actor_name(config: Config, role: str) -> str:
     return f"{config.run_id}/{role}"
 
 
-def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> Topology:
-    """Creates every actor the graph declares; nothing runs until `start`."""
+def build(
+    config: Config, base_url: str, topics: list[str], out: OutputDir, cards: list[Card] | None = None
+) -> Topology:
+    """Creates every actor the graph declares; nothing runs until `start`. `cards`: the character
+    cards instructors may play (`Instructor.cards`)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -114,7 +118,7 @@ def build(config: Config, base_url: str, topics: list[str], out: OutputDir) -> T
             named(InstructorActor, f"instructor:{name}:{r}", **stage_placement(config, "instructor")).remote(
                 config, name, r, base_url, topics,
                 {**names, "answer": names[f"answer:{name}"], "writer": names["writer_stage"]},
-                output_uri=out.uri,
+                output_uri=out.uri, cards=cards,
             )
             for r in range(params.replicas)
         ]

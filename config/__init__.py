@@ -9,9 +9,10 @@ config imports `instructflow.instructors.categories` first.
 from pathlib import Path
 
 from instructflow.config.load import load_config, parse_config
-from instructflow.config.params import CategoryParams, params_for, register_params
+from instructflow.config.params import CategoryParams, DerivedParams, params_for, register_params
 from instructflow.config.schema import (
     Budget,
+    Characters,
     Config,
     ConfigError,
     Embedded,
@@ -37,6 +38,8 @@ __all__ = [
     "CONFIG_DIR",
     "Budget",
     "CategoryParams",
+    "DerivedParams",
+    "Characters",
     "Config",
     "ConfigError",
     "Embedded",

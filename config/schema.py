@@ -133,6 +133,13 @@ class Topics(_Strict):
     avoid: list[str] = Field(default_factory=list)
 
 
+class Characters(_Strict):
+    """Character cards the in-character categories draw from: the run's own (written from its
+    `character` rows into `<output>/characters/`) plus, when `dir` is set, a folder of the user's."""
+
+    dir: str | None = None  # a folder of YAML/JSON card files; relative to the config file's folder
+
+
 class Novelty(_Strict):
     """Near-duplicate rejection with sentence embeddings and sharded faiss indexes."""
 
@@ -275,6 +282,7 @@ class Config(_Strict):
     run: Run = Field(default_factory=Run)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     topics: Topics = Field(default_factory=Topics)
+    characters: Characters = Field(default_factory=Characters)
     novelty: Novelty = Field(default_factory=Novelty)
     judge: Judge = Field(default_factory=Judge)
     pii: Pii = Field(default_factory=Pii)

@@ -14,7 +14,7 @@ import copy
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from instructflow.config import Pii
 from instructflow.config.params import CategoryParams
@@ -23,6 +23,9 @@ from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.api import Reply, Teacher
 from instructflow.instructors.truncation import ReplyTruncated, ask_whole
+
+if TYPE_CHECKING:
+    from instructflow.instructors.characters import Card
 
 # What a template is given as its topic when the run has no topics: a neutral phrase, not a topic.
 NO_TOPIC = "any subject you like"
@@ -48,8 +51,12 @@ class Instructor:
         rng: random.Random | None = None,
         prompts_dir: Path | None = None,
         pii: Pii | None = None,
+        cards: list[Card] | None = None,
     ) -> None:
+        """`cards`: the character cards the run can play (the user's folder and the run's own
+        `<output>/characters/`, loaded by the driver); categories that speak in character draw on them."""
         self.params = params
+        self.cards: list[Card] = list(cards or [])
         self.pii = pii if pii is not None and pii.enabled and pii.inputs and pii.entities else None
         self.inputs_scrubbed: Counter[str] = Counter()  # PII found in `clean_inputs`, per entity
         self.topics = list(topics or [])
