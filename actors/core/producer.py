@@ -24,6 +24,7 @@ from instructflow.actors.core.ledger import Ledger
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.record import Candidate
+from instructflow.instructors.rejection import CandidateRejected
 from instructflow.instructors.teacher.api import (
     GENERATING,
     BudgetExhausted,
@@ -250,6 +251,12 @@ class Producer:
                     cand.response = exc.text or None
                 await self._reject(cand, TRUNCATED)
                 return
+            except CandidateRejected as exc:  # the answer came back but cannot make a row
+                if cand.response is None:
+                    cand.response = exc.text or None
+                cand.meta["reject_detail"] = exc.detail or None
+                await self._reject(cand, exc.reason)
+                return
             if answered is None:  # failed for good, or cut off by the budget or a fatal error
                 reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
                 self.on_event("reject", 1, "generate", reason)
@@ -266,8 +273,9 @@ class Producer:
             self.answering -= 1
 
     async def _reject(self, cand: Candidate, reason: str) -> None:
-        """A candidate this stage judged unfit (its answer stayed cut): in the books as rejected by
-        the `instructor` stage, in the rejects log and in the metrics."""
+        """A candidate this stage judged unfit (its answer stayed cut, or its category rejected it with
+        `CandidateRejected`): in the books as rejected by the `instructor` stage under `reason`, in the
+        rejects log and in the metrics."""
         self.on_event("reject", 1, "generate", reason)
         if self.log_rejects is not None:
             self.log_rejects([(cand, reason)])
@@ -286,7 +294,7 @@ class Producer:
             result = await work
             self.failed_in_a_row = 0
             return result
-        except ReplyTruncated:  # the teacher answered: a verdict on the candidate, not a failure
+        except (ReplyTruncated, CandidateRejected):  # the teacher answered: a verdict, not a failure
             self.failed_in_a_row = 0
             raise
         except BudgetExhausted:

@@ -79,7 +79,7 @@ class WriterStage(Stage):
     def log_rejects(self, rejects: list[tuple[Candidate, str]]) -> None:
         """Logs rejected candidates (when `keep_rejects`); the books count them elsewhere."""
         for cand, reason in rejects:
-            self.writer.reject(cand, reason)
+            self.writer.reject(cand, reason, cand.meta.get("reject_detail"))
 
     def log_dead_letters(self, letters: list[dict[str, Any]]) -> None:
         """Logs requests that failed for good (dicts with at least ``reason``)."""
