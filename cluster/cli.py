@@ -84,15 +84,22 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from instructflow.actors.core.exports import export_dataset
     from instructflow.actors.core.storage import OutputError
 
+    skipped: Counter[str] = Counter()
     try:
-        paths = export_dataset(args.output_dir, args.format, where=_row_filter(args), to=args.to, license=args.license)
+        paths = export_dataset(
+            args.output_dir, args.format, where=_row_filter(args), to=args.to, license=args.license, skipped=skipped
+        )
     except (ValueError, OutputError) as exc:
         raise SystemExit(f"instructflow: {exc}") from None
     for path in paths:
         print(path)
+    for fmt, n in sorted(skipped.items()):
+        print(f"{fmt}: skipped {n} multi-turn row(s); the format has no turns (docs/output.md, Exports)")
     return 0
 
 

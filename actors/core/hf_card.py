@@ -131,7 +131,8 @@ def render_card(
     body = [
         f"# {name}",
         "",
-        "Synthetic instruction/response pairs written by a teacher model through instructflow's "
+        "Synthetic instruction/response pairs (and, in the `messages` column, whole conversations) "
+        "written by a teacher model through instructflow's "
         "generators (self-instruct / airoboros style), deduplicated by sentence embeddings and checked "
         "by rule and LLM judges.",
         "",

@@ -31,6 +31,7 @@ from instructflow.actors.core.filters import RowFilter
 from instructflow.actors.core.hf_card import render_card
 from instructflow.actors.core.manifest import PartEntry
 from instructflow.actors.core.runinfo import read_run_info
+from instructflow.actors.core.schema import ROW_SCHEMA
 from instructflow.actors.core.storage import Store
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,11 @@ class FolderStats:
 
 
 def _columns(store: Store, entry: PartEntry) -> list[str]:
-    schema = pq.read_schema(store.path(entry.file), filesystem=store.filesystem)
-    return [name for name in schema.names if name != "embedding"]
+    """Every column but the embedding: the current schema's (`read_part` fills those an older part
+    lacks) and, after them, the part's own extras (a merge's ``source``)."""
+    names = pq.read_schema(store.path(entry.file), filesystem=store.filesystem).names
+    current = [f.name for f in ROW_SCHEMA]
+    return [n for n in [*current, *(n for n in names if n not in current)] if n != "embedding"]
 
 
 class _CategoryFiles:

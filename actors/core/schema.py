@@ -95,6 +95,40 @@ ROW_SCHEMA: pa.Schema = pa.schema(
 )
 
 
+ADDED_IN_V2 = ("messages", "source_id")
+UPGRADE_INPUTS = ("instruction", "response", "system")  # what `upgrade_table` derives `messages` from
+
+
+def upgrade_table(table: pa.Table) -> pa.Table:
+    """Fills the columns a part of an older schema version lacks, so every reader sees this one:
+    ``messages`` becomes each row's one exchange (version 1 rows are all single-turn; it needs the
+    `UPGRADE_INPUTS` columns) and ``source_id`` null. Columns come back in `ROW_SCHEMA` order, others
+    (a merge's ``source``) after them; a table with nothing missing is returned as it is.
+
+    Raises:
+        KeyError: ``messages`` is missing and so is ``instruction`` or ``response``.
+    """
+    missing = [n for n in ADDED_IN_V2 if n not in table.column_names]
+    if not missing:
+        return table
+    filled: dict[str, pa.Array] = {}
+    if "messages" in missing:
+        system = table.column("system").to_pylist() if "system" in table.column_names else [None] * table.num_rows
+        turns = [
+            conversation(Candidate(category="", instruction=i, response=r, system=s))
+            for i, r, s in zip(table.column("instruction").to_pylist(), table.column("response").to_pylist(), system, strict=True)
+        ]
+        filled["messages"] = pa.array(turns, type=ROW_SCHEMA.field("messages").type)
+    if "source_id" in missing:
+        filled["source_id"] = pa.nulls(table.num_rows, pa.string())
+    known = [f.name for f in ROW_SCHEMA if f.name in table.column_names or f.name in filled]
+    names = known + [n for n in table.column_names if n not in known]
+    fields = [ROW_SCHEMA.field(n) if n in filled else table.schema.field(n) for n in names]
+    metadata = {**(table.schema.metadata or {}), b"instructflow.schema_version": SCHEMA_VERSION.encode()}
+    arrays = [filled[n] if n in filled else table.column(n) for n in names]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
+
+
 def _embedding_array(vectors: list[object]) -> pa.Array:
     """Builds the list<float32> column from one flat buffer (much faster than per-row lists)."""
     arrays = [None if v is None else np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors]
