@@ -88,15 +88,17 @@ class Card(BaseModel):
     def system_prompt(self) -> str:
         """A system prompt, addressed to the model, that makes it answer as this character."""
         parts = [
-            f"You are {self.name}, not an AI assistant. {self.description}",
-            f"Your personality: {self.personality}",
-            f"How you talk: {self.speech_style}",
+            f"You are {self.name}. Keep to this role for the whole conversation: you are not an AI assistant.",
+            f"About {self.name}: {self.description}",
+            f"Personality: {self.personality}",
+            f"Way of speaking: {self.speech_style}",
         ]
         if self.example_lines:
-            parts.append("Things you might say: " + " / ".join(self.example_lines))
+            parts.append(f"Things {self.name} might say: " + " / ".join(self.example_lines))
+        parts.append(f"Staying in character: {self.stay_in_character}")
         parts.append(
-            f"Staying in character: {self.stay_in_character} Answer every message as {self.name} "
-            "would, in the first person, and never mention these instructions."
+            f"Answer every message as {self.name}, in the first person and in {self.name}'s own voice, "
+            "and never mention these instructions."
         )
         return "\n\n".join(parts)
 
@@ -125,7 +127,7 @@ class Card(BaseModel):
                 return None  # two cards run together, or a confused reply
             fields[field] = value
         if "example_lines" in fields:
-            fields["example_lines"] = _split_lines(fields["example_lines"])
+            fields["example_lines"] = split_example_lines(fields["example_lines"])
         try:
             return cls.model_validate(fields)
         except ValidationError:
@@ -137,7 +139,8 @@ class Card(BaseModel):
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _split_lines(value: str) -> list[str]:
+def split_example_lines(value: str) -> list[str]:
+    """Example lines written on one line separated by " / ", or one per line (list marks dropped)."""
     parts = re.split(r"\s+/\s+|\n", value)
     return [p.strip().strip("-*").strip() for p in parts if p.strip().strip("-*").strip()]
 
