@@ -329,9 +329,14 @@ def to_messages(turns: Sequence[Turn], cast: Cast, system: str | None, *, labell
     out = [message("system", system)] if system else []
     for group in _runs(turns, cast.user):
         role = "user" if group[0].speaker == cast.user else "assistant"
-        speakers = {t.speaker for t in group}
-        body = "\n\n".join(f"{t.speaker}: {t.text}" if labelled else t.text for t in group)
-        out.append(message(role, body, group[0].speaker if len(speakers) == 1 else None))
+        joined: list[Turn] = []  # one speaker's turns around a dropped one read as one turn
+        for turn in group:
+            if joined and joined[-1].speaker == turn.speaker:
+                joined[-1] = Turn(turn.speaker, f"{joined[-1].text}\n\n{turn.text}")
+            else:
+                joined.append(turn)
+        body = "\n\n".join(f"{t.speaker}: {t.text}" if labelled else t.text for t in joined)
+        out.append(message(role, body, joined[0].speaker if len(joined) == 1 else None))
     return out
 
 

@@ -244,6 +244,21 @@ def fit_count(example: str, count: int) -> str:
     return "\n".join(out)
 
 
+_FROM_PROMPT = re.compile(r"\{\{prompt:([A-Z][A-Z0-9 ]{0,30})\|([^{}|\n]*)\}\}")
+
+
+def fill_from_prompt(text: str, prompt: str) -> str:
+    """The example with each `{{prompt:LABEL|default}}` replaced by the value of the prompt's line
+    `LABEL: value` (its first such line), else by `default`: a teacher repeats the names it was
+    given, so the role-play transcripts speak with the cast the prompt lists (`SPEAKER 1: Mira`)."""
+
+    def value(match: re.Match[str]) -> str:
+        line = re.search(rf"^[ \t]*{re.escape(match.group(1))}:[ \t]*(\S.*?)[ \t]*$", prompt, re.MULTILINE)
+        return line.group(1) if line else match.group(2)
+
+    return _FROM_PROMPT.sub(value, text)
+
+
 class ReplyWriter:
     """Chooses and writes the content of one stub reply (see `stub` for the lookup order)."""
 
@@ -265,7 +280,7 @@ class ReplyWriter:
         example = self.example_for(category, call)
         if example is not None:
             wanted = requested_count(prompt) if call == "generate" else None
-            text = perturb(fit_count(example, wanted) if wanted else example, rng)
+            text = fill_from_prompt(perturb(fit_count(example, wanted) if wanted else example, rng), prompt)
         elif call == "topics":
             numbers = [int(n) for n in re.findall(r"\b(\d{1,3})\b", prompt) if 0 < int(n) <= 500]
             text = topic_list(rng, numbers[0] if numbers else 20)

@@ -22,10 +22,11 @@ from instructflow.actors.core.queue import BatchQueue
 from instructflow.instructors import registry
 from instructflow.instructors.base import CategoryParams, Instructor
 from instructflow.instructors.record import Candidate
+from instructflow.instructors.rejection import CandidateRejected
 from instructflow.instructors.render import PromptTemplate, TemplateError, load_template
 from instructflow.instructors.teacher.api import Reply
 from instructflow.instructors.teacher.stub.replies import perturb as stub_perturb
-from instructflow.instructors.teacher.stub.replies import split_items
+from instructflow.instructors.teacher.stub.replies import fill_from_prompt, split_items
 from instructflow.prompts import PROMPTS_DIR
 
 CATEGORIES = registry.categories()
@@ -53,14 +54,15 @@ _CONTENT_WORD = re.compile(r"(?<![\w:\"'-])[a-z]{2,}(?![\w:\"'(-])")
 
 # -- helpers --------------------------------------------------------------------------------------
 def examples(category: str) -> dict[str, str]:
-    """Recorded replies by call name, found by naming convention."""
+    """Recorded replies by call name, found by naming convention. Names a reply takes from its prompt
+    (`{{prompt:SPEAKER 1|McCready}}`, filled by the stub teacher) are given their recorded default."""
     found = {}
     main = PROMPTS_DIR / f"{category}.example.txt"
     if main.exists():
-        found["generate"] = main.read_text(encoding="utf-8")
+        found["generate"] = fill_from_prompt(main.read_text(encoding="utf-8"), "")
     for path in PROMPTS_DIR.glob(f"{category}.*.example.txt"):
-        found[path.name[len(category) + 1 : -len(".example.txt")]] = path.read_text(
-            encoding="utf-8"
+        found[path.name[len(category) + 1 : -len(".example.txt")]] = fill_from_prompt(
+            path.read_text(encoding="utf-8"), ""
         )
     return found
 
@@ -106,10 +108,14 @@ class FakeTeacher:
 
 
 async def _flow(instr: Instructor, teacher: FakeTeacher) -> list[Candidate]:
-    """What the runner does: generate, then answer every candidate still without a response."""
+    """What the runner does: generate, then answer every candidate still without a response (one
+    the category rejects after its answer gives no row)."""
     done = []
     for cand in await instr.generate(teacher):
-        result = await instr.respond(cand, teacher) if cand.needs_response else cand
+        try:
+            result = await instr.respond(cand, teacher) if cand.needs_response else cand
+        except CandidateRejected:
+            result = None
         if result is not None:
             done.append(result)
     return done
@@ -457,13 +463,22 @@ def test_a_malformed_answer_gives_a_row_exactly_when_it_parses(category: str) ->
         instr = make(category)
         expected = []
         for cand in instr.parse(recorded["generate"], instr.choose()):
-            response = instr.parse_response(text, cand) if cand.needs_response else cand.response
+            response = _parsed_response(instr, text, cand) if cand.needs_response else cand.response
             if response is not None:
                 assert response.strip(), (kind, cand.instruction)
                 expected.append((said(cand)[0], response))
         assert [said(c) for c in rows] == expected, kind
         if kind in ("empty", "whitespace"):
             assert all(not c.needs_response for c in rows), kind
+
+
+def _parsed_response(instr: Instructor, text: str, cand: Candidate) -> str | None:
+    """`parse_response`, with a reply the category rejects (`CandidateRejected`) read as no response."""
+    try:
+        return instr.parse_response(text, cand)
+    except CandidateRejected as exc:
+        assert exc.reason and exc.detail, "a rejection names its reason and what was wrong"
+        return None
 
 
 @pytest.mark.parametrize("category", sorted(set(CATEGORIES) - set(SINGLE_ANSWER)))
