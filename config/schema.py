@@ -187,6 +187,7 @@ class LlmJudge(_Strict):
 
     enabled: bool = False
     template: str = "judge"
+    conversation_template: str = "judge.conversation"  # for rows of more than one exchange
     threshold: float = Field(6.0, ge=0, le=10)
     max_tokens: int = Field(256, ge=16)
 

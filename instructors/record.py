@@ -51,6 +51,11 @@ def message(role: str, content: str, name: str | None = None) -> dict[str, Any]:
     return {"role": role, "content": content, "name": name}
 
 
+def is_multi_turn(messages: list[dict[str, Any]] | None) -> bool:
+    """True for a conversation of more than one exchange: more than two user or assistant turns."""
+    return messages is not None and sum(m["role"] != "system" for m in messages) > 2
+
+
 @dataclass
 class Candidate:
     """One instruction (and, once answered, its response) on its way through the pipeline.
@@ -89,8 +94,8 @@ class Candidate:
 
     @property
     def is_conversation(self) -> bool:
-        """True for a multi-turn row: one holding more than one user or assistant turn."""
-        return self.messages is not None and sum(m["role"] != "system" for m in self.messages) > 2
+        """True for a multi-turn row (see `is_multi_turn`)."""
+        return is_multi_turn(self.messages)
 
     @property
     def needs_response(self) -> bool:
@@ -121,3 +126,17 @@ def conversation(candidate: Candidate) -> list[dict[str, Any]]:
     if candidate.response is not None:
         turns.append(message("assistant", candidate.response))
     return turns
+
+
+def novelty_text(instruction: str, system: str | None = None, messages: list[dict[str, Any]] | None = None) -> str:
+    """The text the novelty stage embeds for a row, and the one a merge embeds again.
+
+    A single-turn row: its instruction. A conversation (more than one exchange in `messages`): its
+    opening, the system prompt (the characters and setting) and a blank line before the first user
+    turn (`instruction`). Later turns are left out: they follow from the opening, and a whole
+    transcript is far longer than the embedder reads (it truncates), so two role plays on one setting
+    are near-duplicates however their talk wanders; the row id covers the same opening.
+    """
+    if not is_multi_turn(messages) or not system:
+        return instruction
+    return f"{system}\n\n{instruction}"

@@ -13,6 +13,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from instructflow.instructors.record import is_multi_turn
+
+__all__ = ["exchanges", "flat_turns", "is_multi_turn", "labelled", "merged", "openai_name", "row_turns", "trained"]
+
 Turn = dict[str, Any]
 
 _OPENAI_NAME = re.compile(r"[^A-Za-z0-9_-]+")
@@ -27,11 +31,6 @@ def row_turns(row: dict[str, Any]) -> list[Turn]:
     turns.append({"role": "user", "content": row["instruction"], "name": None})
     turns.append({"role": "assistant", "content": row["response"], "name": None})
     return turns
-
-
-def is_multi_turn(turns: list[Turn]) -> bool:
-    """True when the conversation has more than one user or assistant turn after the first two."""
-    return sum(t["role"] != "system" for t in turns) > 2
 
 
 def trained(turns: list[Turn]) -> list[Turn]:

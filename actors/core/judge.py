@@ -3,8 +3,9 @@
 Rules reject refusals, apologies and AI disclaimers, lengths out of range, banned words and banned
 regular expressions. The PII scrubber (`instructors.pii`) masks or replaces personal data in the
 instruction and response, or rejects the row (`pii:<entity>`), before any LLM judge sees it. The
-LLM judge renders `prompts/<template>.j2`, asks the teacher for a score from 0 to 10, and records
-the verdict and score on the candidate. A judge reply cut at `max_tokens` is asked again once with
+LLM judge renders `prompts/<template>.j2` (for a conversation, a row of more than one exchange,
+`prompts/<conversation_template>.j2` with every turn), asks the teacher for a score from 0 to 10, and
+records the verdict and score on the candidate. A judge reply cut at `max_tokens` is asked again once with
 twice the room; cut again, the row is rejected as `judge_truncated`, never judged on half a reply.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from instructflow.actors.core.stage import Outcome, Stage
 from instructflow.config import LlmJudge, Pii, Rules
 from instructflow.instructors.pii import Scrubber, count
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.record import Candidate, conversation
 from instructflow.instructors.render import load_template
 from instructflow.instructors.teacher.api import (
     FatalTeacherError,
@@ -46,6 +47,43 @@ _SCORE = re.compile(r"\bSCORE\s*[:=]\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _VERDICT = re.compile(r"\bVERDICT\s*[:=]\s*([A-Za-z_]+)", re.IGNORECASE)
 
 
+CONVERSATION_CALL = "judge_conversation"  # the teacher call that judges a whole conversation
+
+
+def _texts(cand: Candidate) -> list[str]:
+    """What the rules and the scrubber read: instruction and response, or every turn of a conversation."""
+    if cand.is_conversation and cand.messages is not None:
+        return [m["content"] for m in cand.messages]
+    return [cand.instruction, cand.response or ""]
+
+
+def _set_texts(cand: Candidate, texts: list[str]) -> None:
+    """Puts scrubbed `_texts` back; a conversation's instruction and response stay its first user and
+    first assistant turn."""
+    if cand.is_conversation and cand.messages is not None:
+        cand.messages = [{**m, "content": t} for m, t in zip(cand.messages, texts, strict=True)]
+        cand.instruction = next((m["content"] for m in cand.messages if m["role"] == "user"), cand.instruction)
+        cand.response = next((m["content"] for m in cand.messages if m["role"] == "assistant"), cand.response)
+        return
+    cand.instruction = texts[0]
+    if cand.response is not None:
+        cand.response = texts[1]
+
+
+def conversation_variables(cand: Candidate) -> dict[str, object]:
+    """The conversation judge template's variables: the category, the system prompt (the system turns,
+    else the row's `system`; empty when none) and the other turns, each with its speaker written as
+    ``USER`` or ``ASSISTANT``, and the speaker's name in brackets when the turn has one."""
+    turns = conversation(cand)
+    system = "\n\n".join(t["content"] for t in turns if t["role"] == "system") or cand.system or ""
+    spoken = [
+        {"speaker": t["role"].upper() + (f" ({t['name']})" if t.get("name") else ""), "content": t["content"]}
+        for t in turns
+        if t["role"] != "system"
+    ]
+    return {"category": cand.category, "system": system, "turns": spoken}
+
+
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
@@ -63,6 +101,10 @@ class RuleFilter:
         self._banned_regexes = [re.compile(p) for p in rules.banned_regexes]
 
     def check(self, cand: Candidate) -> str | None:
+        """The reject reason, or None. Lengths and refusals are checked on the instruction and the
+        response: for a conversation, its opening exchange (a character may well say "I'm sorry"
+        later on; the conversation judge weighs that). Banned words and regexes are checked on
+        every turn."""
         r = self.rules
         response = cand.response or ""
         if len(cand.instruction) < r.min_instruction_chars:
@@ -75,7 +117,7 @@ class RuleFilter:
             return "response_too_long"
         if self._refusal and self._refusal.search(response):
             return "refusal"
-        text = f"{cand.instruction}\n{response}"
+        text = "\n".join(_texts(cand))
         if self._banned_word and self._banned_word.search(text):
             return "banned_word"
         if any(p.search(text) for p in self._banned_regexes):
@@ -102,10 +144,13 @@ class JudgeChain:
     ) -> None:
         self.rules = RuleFilter(rules)
         self.llm = llm
-        self.template = None
+        self.template = self.conversation_template = None
         if llm.enabled:
             declared = frozenset({"category", "instruction", "response"})
             self.template = load_template(llm.template, declared, override=prompts_dir)
+            self.conversation_template = load_template(
+                llm.conversation_template, frozenset({"category", "system", "turns"}), override=prompts_dir
+            )
         on = pii is not None and pii.enabled and pii.before_commit and pii.entities
         self.scrubber = Scrubber.from_config(pii) if on else None
 
@@ -113,7 +158,7 @@ class JudgeChain:
         """The rules and the PII scrubber (CPU only, no teacher): a verdict for each candidate they
         settle (None: on to the LLM judge), and the PII found in each, per entity.
 
-        Every candidate is scrubbed in place, the rejected ones too, since rejects.jsonl is output
+        Every candidate is scrubbed in place (a conversation: every turn), the rejected ones too, since rejects.jsonl is output
         as well: with `mask` or `replace` as configured; with `drop`, a row with PII is rejected as
         `pii:<entity>` and masked, so the log says why it went without keeping the PII.
         """
@@ -124,20 +169,20 @@ class JudgeChain:
         found: list[Counter[str]] = [Counter() for _ in batch]
         if self.scrubber is None:
             return verdicts, found
-        texts = [t for cand in batch for t in (cand.instruction, cand.response or "")]
-        findings = self.scrubber.find_many(texts)
+        texts = [_texts(cand) for cand in batch]
+        findings = self.scrubber.find_many([t for own in texts for t in own])
         drop = self.scrubber.action == "drop"
+        start = 0
         for i, cand in enumerate(batch):
-            f_in, f_out = findings[2 * i], findings[2 * i + 1]
-            found[i] = count([*f_in, *f_out])
+            own = findings[start : start + len(texts[i])]
+            start += len(texts[i])
+            found[i] = count([f for fs in own for f in fs])
             if not found[i]:
                 continue
             if drop and verdicts[i] is None:
-                verdicts[i] = Verdict(False, f"pii:{(f_in or f_out)[0].entity}")
+                verdicts[i] = Verdict(False, f"pii:{next(fs for fs in own if fs)[0].entity}")
             action = "mask" if drop else None
-            cand.instruction = self.scrubber.apply(texts[2 * i], f_in, action)
-            if cand.response is not None:
-                cand.response = self.scrubber.apply(texts[2 * i + 1], f_out, action)
+            _set_texts(cand, [self.scrubber.apply(t, fs, action) for t, fs in zip(texts[i], own, strict=True)])
         return verdicts, found
 
     async def judge(self, cand: Candidate, teacher: Teacher | None) -> Verdict:
@@ -147,18 +192,21 @@ class JudgeChain:
 
     async def judge_llm(self, cand: Candidate, teacher: Teacher | None) -> Verdict:
         """The LLM judge's part of `judge`, for a candidate the rules and the scrubber passed."""
-        if self.template is None or teacher is None:
+        if self.template is None or self.conversation_template is None or teacher is None:
             return Verdict(True)  # no LLM judge: `verdict` and `score` stay null, nothing was judged
-        cand.add_template(self.template.digest)
-        prompt = self.template.render(
-            {"category": cand.category, "instruction": cand.instruction, "response": cand.response or ""}
-        )
+        if cand.is_conversation:
+            template, call, variables = self.conversation_template, CONVERSATION_CALL, conversation_variables(cand)
+        else:
+            template, call = self.template, "judge"
+            variables = {"category": cand.category, "instruction": cand.instruction, "response": cand.response or ""}
+        cand.add_template(template.digest)
+        prompt = template.render(variables)
         # A reply cut at max_tokens is never read as a verdict (a score may sit before the cut while
         # the verdict it would have led to does not): asked once more with twice the room, then the
         # row is rejected. At temperature 0 the second reply starts as the first one did.
         for max_tokens in (self.llm.max_tokens, 2 * self.llm.max_tokens):
             reply = await teacher.chat(
-                [{"role": "user", "content": prompt}], category=cand.category, call="judge",
+                [{"role": "user", "content": prompt}], category=cand.category, call=call,
                 max_tokens=max_tokens, temperature=0.0,
             )
             cand.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)

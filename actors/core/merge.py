@@ -48,6 +48,7 @@ from instructflow.actors.core.novelty import NoveltyShard
 from instructflow.actors.core.recovery import recover
 from instructflow.actors.core.runinfo import MERGE_RECORD
 from instructflow.actors.core.storage import OutputError, Store, open_store
+from instructflow.instructors.record import novelty_text
 
 Encode = Callable[[list[str]], np.ndarray]
 
@@ -134,8 +135,8 @@ class _Merger:
         missing = np.arange(table.num_rows) if stored is None else np.flatnonzero(np.isnan(stored[:, 0]))
         if len(missing) == 0:
             return stored, 0
-        texts = table.column("instruction").to_pylist()
-        fresh = self.encode([texts[r] for r in missing])
+        rows = table.select(["instruction", "system", "messages"]).to_pylist()
+        fresh = self.encode([novelty_text(rows[r]["instruction"], rows[r]["system"], rows[r]["messages"]) for r in missing])
         if stored is None or stored.shape[1] != fresh.shape[1]:
             if stored is not None and len(missing) < table.num_rows:
                 raise MergeError(f"{source.label}: stored embeddings have {stored.shape[1]} dimensions, the model {fresh.shape[1]}")

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from instructflow.actors.core.stage import Outcome, Stage
-from instructflow.instructors.record import Candidate
+from instructflow.instructors.record import Candidate, novelty_text
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
@@ -261,7 +261,7 @@ class NoveltyStage(Stage):
         if not fresh:
             return out
         started = time.monotonic()
-        vectors = await self.encode([c.instruction for c in fresh])
+        vectors = await self.encode([novelty_text(c.instruction, c.system, c.messages) for c in fresh])
         self.encode_s += time.monotonic() - started
         self.encoded += len(fresh)
         decisions = await self.admit([c.id for c in fresh], vectors, [c.meta.get("group") for c in fresh])

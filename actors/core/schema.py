@@ -51,7 +51,8 @@ COLUMN_DOCS: dict[str, str] = {
     "false): a row that passed only the rule filters carries no verdict.",
     "score": "LLM judge score (0-10); null when no LLM judge ran.",
     "created_at": "When the candidate was created (UTC, millisecond precision).",
-    "embedding": "Unit-length sentence embedding of the instruction from the novelty stage; a resumed "
+    "embedding": "Unit-length sentence embedding of the instruction (of a conversation: its system prompt "
+    "and first user turn, see record.novelty_text) from the novelty stage; a resumed "
     "run rebuilds its novelty index from this column instead of re-encoding. Null if none was computed.",
 }
 

@@ -295,7 +295,9 @@ class ReplyWriter:
         names = [f"{category}.{call}"]
         if call == "generate":
             names.append(category)
-        if call == "judge":
+        if call == "judge_conversation":  # the LLM judge's call for a whole conversation
+            names.append("judge.conversation")
+        if call in ("judge", "judge_conversation"):
             names.append("judge")
         for name in names:
             if not re.fullmatch(r"[\w-]+(\.[\w-]+)?", name):
