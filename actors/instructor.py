@@ -95,6 +95,7 @@ class InstructorActor:
             max_failures_in_a_row=config.teacher.max_failures_in_a_row,
             # fire and forget, as the stages do: a log, not the books
             log_rejects=lambda rejects: self.writer.call.remote("log_rejects", rejects),
+            feed=source_feed(instructor, replica, params.replicas, output_uri),
         )
 
     async def run(self) -> str | None:
@@ -127,3 +128,16 @@ class InstructorActor:
         stats.teacher = self.teacher.stats()
         return stats
 
+
+def source_feed(instructor: Any, replica: int, replicas: int, output_uri: str | None) -> tuple[Any, Any] | None:
+    """A second-round category's source feed over the run's output (`core.feed`); None for others."""
+    from instructflow.actors.core.feed import RowReader, SourceFeed
+    from instructflow.actors.core.storage import open_store
+    from instructflow.instructors.derived import Derived
+
+    if not isinstance(instructor, Derived):
+        return None
+    if output_uri is None:
+        raise ValueError(f"{instructor.category} consumes committed rows and needs the run's output location")
+    feed = SourceFeed(instructor, replica, replicas)
+    return feed, RowReader(open_store(output_uri), feed.categories)

@@ -247,7 +247,7 @@ def settle_lost(progress: Progress) -> None:
 
 @dataclass
 class _Seen:
-    signature: tuple[int, int]
+    signature: tuple[int, ...]
     since: float
 
 
@@ -259,9 +259,18 @@ class Watchdog:
     - **Novelty saturated**: of the last `window` candidates the novelty stage decided, fewer than
       `min_novel_share` were novel: the teacher keeps repeating itself and every further row would
       cost many paid calls.
+    - **Sources exhausted** (second-round categories, `consumes`): every category it reads is
+      settled (or not in the run), its replicas have read all of their committed rows, nothing of
+      it is in flight, and no source row is left on hand (or one is, but no call can start, e.g.
+      for want of a character card). A second-round category waiting for its sources is not
+      stalled while they still commit rows.
     """
 
-    def __init__(self, stall_timeout_s: float, window: int, min_novel_share: float) -> None:
+    def __init__(
+        self, stall_timeout_s: float, window: int, min_novel_share: float,
+        consumes: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self.consumes = consumes or {}  # category -> the categories whose committed rows it reads
         self.stall_timeout_s = stall_timeout_s
         self.window = window
         self.min_novel_share = min_novel_share
@@ -274,13 +283,37 @@ class Watchdog:
         for cat in progress.targets:
             if progress.settled(cat):
                 continue
-            reason = self._stalled(progress, cat, now) or self._saturated(progress, cat)
+            reason = self._starved(progress, cat) or self._stalled(progress, cat, now) or self._saturated(progress, cat)
             if reason:
                 verdicts[cat] = f"{cat}: {reason}"
         return verdicts
 
+    def _starved(self, p: Progress, cat: str) -> str | None:
+        reads = self.consumes.get(cat)
+        feeds = [s.feed for s in p.producers.get(cat, [])]
+        if not reads or not feeds or any(f is None for f in feeds):
+            return None
+        if any(c in p.targets and not p.settled(c) for c in reads):
+            return None  # a source may still commit rows
+        if any(f.seen.get(c, 0) < p.committed[c] for f in feeds for c in reads):
+            return None  # committed rows not read yet
+        if p.calls_in_flight[cat] or p.in_flight(cat):
+            return None
+        missing = next((f.missing for f in feeds if f.missing), None)
+        if missing:
+            return missing
+        if any(f.on_hand for f in feeds):
+            return None
+        used, handed, unusable = (sum(getattr(f, k) for f in feeds) for k in ("used", "handed", "unusable"))
+        sources = [c for c in reads if any(c in f.seen for f in feeds)] or list(reads)
+        return (
+            f"sources exhausted: every committed row of {', '.join(sources)} is used "
+            f"({handed} in this run, {used} by earlier runs, {unusable} unusable)"
+        )
+
     def _stalled(self, p: Progress, cat: str, now: float) -> str | None:
-        signature = (p.generated[cat], p.books.terminal(cat))
+        # A second-round category waiting for source rows is idle, not stalled, while they commit.
+        signature = (p.generated[cat], p.books.terminal(cat), sum(p.committed[c] for c in self.consumes.get(cat, ())))
         seen = self.seen.get(cat)
         if seen is None or seen.signature != signature:
             self.seen[cat] = _Seen(signature, now)

@@ -259,7 +259,8 @@ def steer(config: Config, topo: Topology, display: Display, signals: _Signals) -
         from instructflow.instructors.teacher.batch import longest_wait_s
 
         stall_s = max(stall_s, longest_wait_s(config.teacher.batch))
-    watchdog = Watchdog(stall_s, r.saturation_window, r.min_novel_share)
+    consumes = {n: p.consumes() for n, p in config.categories.items() if p.consumes()}
+    watchdog = Watchdog(stall_s, r.saturation_window, r.min_novel_share, consumes)
     given_up: dict[str, str] = {}
     stopped: set[str] = set()
     while True:

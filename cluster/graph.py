@@ -44,9 +44,21 @@ class StageDecl:
 
 
 @dataclass(frozen=True)
+class Feed:
+    """Rows one stage reads back from what another committed to the output: no queue, nothing to
+    create or drain (second-round categories read their sources this way, see `actors.core.feed`)."""
+
+    name: str
+    writer: str  # the stage that commits the rows
+    reader: str  # the stage that reads them
+    note: str
+
+
+@dataclass(frozen=True)
 class Graph:
     edges: tuple[Edge, ...]
     stages: tuple[StageDecl, ...]
+    feeds: tuple[Feed, ...] = ()
 
     def edge(self, name: str) -> Edge:
         return next(e for e in self.edges if e.name == name)
@@ -95,6 +107,8 @@ class Graph:
             for f in self.feeders(e.name):
                 for c in self.consumers(e.name):
                     lines.append(f"    {f} -- \"{e.name}\" --> {c}")
+        for feed in self.feeds:
+            lines.append(f"    {feed.writer} -. \"{feed.name}\" .-> {feed.reader}")
         return "\n".join(lines)
 
 
@@ -114,5 +128,9 @@ GRAPH = Graph(
                   "embed, then admit through the gate"),
         StageDecl("judge", "judge", ("writer",), lambda c: c.judge.replicas, "rules, then the LLM judge"),
         StageDecl("writer", "writer", (), lambda c: 1, "Parquet parts + manifest"),
+    ),
+    feeds=(
+        Feed("committed rows", "writer", "instructor",
+             "second-round categories (stylized_response, editor) read their source categories' rows as they commit"),
     ),
 )

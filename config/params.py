@@ -8,6 +8,9 @@ category registers itself; whoever loads a config first imports the categories
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 _PARAMS: dict[str, type[CategoryParams]] = {}
@@ -34,6 +37,40 @@ class CategoryParams(BaseModel):
         description="an answer cut at max_tokens is continued by up to this many further calls "
         "(the cut answer is sent back with a request to go on); 0: it is rejected as truncated",
     )
+
+    def consumes(self) -> tuple[str, ...]:
+        """Categories whose committed rows this category reads (none for a first-round category)."""
+        return ()
+
+    def run_problems(self, categories: Collection[str], sections: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Problems with this category in the run: `(key, message)` pairs, the key one of these
+        options. `categories` are the run's categories, `sections` its other validated sections."""
+        return []
+
+
+class DerivedParams(CategoryParams):
+    """Options of a second-round category: one that consumes committed rows of `source_categories`
+    (each source row is used at most once) and starts as soon as they commit rows."""
+
+    # Categories whose committed rows are read but not consumed (e.g. character cards).
+    references: ClassVar[tuple[str, ...]] = ()
+
+    batch_size: int = Field(1, ge=1, le=1, description="one source row per generating call")
+    source_categories: list[str] = Field(
+        ..., min_length=1, description="categories whose committed rows this category consumes"
+    )
+
+    def consumes(self) -> tuple[str, ...]:
+        return (*dict.fromkeys(self.source_categories), *self.references)
+
+    def run_problems(self, categories: Collection[str], sections: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if not set(self.source_categories) & set(categories):
+            return [(
+                "source_categories",
+                f"none of {', '.join(self.source_categories)} is a category of this run, so no row "
+                "could ever be consumed; add one of them under `categories` or change this list",
+            )]
+        return []
 
 
 def register_params(category: str, params: type[CategoryParams]) -> None:

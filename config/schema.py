@@ -18,9 +18,11 @@ from pydantic import (
     PrivateAttr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from instructflow.config.params import CategoryParams, params_for
 
@@ -277,6 +279,32 @@ class Run(_Strict):
     prompts_dir: str | None = None  # templates here override the packaged ones of the same name
 
 
+def _run_problems(typed: dict[str, CategoryParams], sections: dict[str, Any]) -> list[Any]:
+    """Checks that need the whole run: each category's own (`CategoryParams.run_problems`), and that
+    no category consumes its own rows through a chain of second-round categories."""
+    errors: list[Any] = []
+    for name, params in typed.items():
+        for key, message in params.run_problems(list(typed), sections):
+            errors.append({"type": PydanticCustomError("run", message), "loc": (name, key), "input": getattr(params, key)})
+    for name, params in typed.items():
+        path, todo = [name], [(name, iter(params.consumes()))]
+        while todo:  # depth-first along `consumes`, looking for a way back to `name`
+            _, rest = todo[-1]
+            nxt = next(rest, None)
+            if nxt is None:
+                todo.pop()
+                path.pop()
+            elif nxt == name:
+                loop = " -> ".join([*path, name])
+                errors.append({"type": PydanticCustomError("run", f"consumes its own rows ({loop})"),
+                               "loc": (name, "source_categories"), "input": list(params.consumes())})
+                break
+            elif nxt in typed and nxt not in path:
+                path.append(nxt)
+                todo.append((nxt, iter(typed[nxt].consumes())))
+    return errors
+
+
 class Config(_Strict):
     """The whole run. `categories` maps a registered category name to its options."""
 
@@ -305,7 +333,7 @@ class Config(_Strict):
 
     @field_validator("categories", mode="before")
     @classmethod
-    def _typed_categories(cls, raw: Any) -> dict[str, CategoryParams]:
+    def _typed_categories(cls, raw: Any, info: ValidationInfo) -> dict[str, CategoryParams]:
         if not isinstance(raw, dict) or not raw:
             raise ValueError("needs at least one category, e.g. `general: {count: 100}`")
         typed: dict[str, CategoryParams] = {}
@@ -322,6 +350,8 @@ class Config(_Strict):
                     line_errors.append(
                         {"type": err["type"], "loc": (name, *err["loc"]), "input": err["input"], "ctx": err.get("ctx", {})}
                     )
+        if not line_errors:
+            line_errors = _run_problems(typed, info.data)
         if line_errors:
             raise ValidationError.from_exception_data("categories", line_errors)
         return typed

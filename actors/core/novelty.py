@@ -233,9 +233,9 @@ class NoveltyStats:
 
 
 class NoveltyStage(Stage):
-    """Drops exact duplicates it has already seen, embeds the rest, asks the gate to admit them,
-    and routes what it admits: to its category's answer queue (`answer:<category>`) when it still
-    needs an answer, else to the judges (`judge`)."""
+    """Drops exact duplicates it has already seen, embeds the rest (second-round rows excepted, see
+    `process`), asks the gate to admit them, and routes what it admits: to its category's answer
+    queue (`answer:<category>`) when it still needs an answer, else to the judges (`judge`)."""
 
     name = "novelty"
 
@@ -255,6 +255,12 @@ class NoveltyStage(Stage):
         for cand in batch:
             if cand.id in self.seen:
                 out.rejected.append((cand, EXACT))
+            elif cand.source_id is not None:
+                # A second-round row (a re-answer, a correction) repeats its source on purpose: its
+                # source passed this check, and each source is used once. Compared with the index it
+                # would be its source's near-duplicate; it is passed on unembedded.
+                self.seen.add(cand.id)
+                out.send(f"answer:{cand.category}" if cand.needs_response else "judge", cand)
             else:
                 self.seen.add(cand.id)
                 fresh.append(cand)

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from instructflow.actors.core.feed import FeedStats, RowReader, SourceFeed
 from instructflow.actors.core.ledger import Ledger
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.base import Instructor
+from instructflow.instructors.derived import REJECTED
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.rejection import CandidateRejected
 from instructflow.instructors.teacher.api import (
@@ -62,6 +64,7 @@ class ProducerStats:
     answers_started: int = 0  # answer calls this replica started since it started (running total)
     answers_allowed: int = 0  # answer calls it may still start under its cap
     teacher: TeacherStats | None = None  # the teacher client's stats
+    feed: FeedStats | None = None  # a second-round category's source rows (`core.feed`)
 
 
 class Producer:
@@ -80,8 +83,12 @@ class Producer:
         on_event: Callable[[str, int, str, str | None], None] | None = None,
         max_failures_in_a_row: int = 0,
         log_rejects: Callable[[list[tuple[Candidate, str]]], Any] | None = None,
+        feed: tuple[SourceFeed, RowReader] | None = None,
     ) -> None:
+        """`feed`: for a second-round category, its source feed and the reader of the committed
+        rows; a generating call then starts only once the feed has handed over a source row."""
         self.instructor = instructor
+        self.feed, self.read_rows = feed if feed is not None else (None, None)
         self.log_rejects = log_rejects  # candidates this stage rejects, for the rejects log
         self.teacher = teacher
         self.emit_novelty = emit_novelty
@@ -144,6 +151,8 @@ class Producer:
         """Runs every loop until stopped, the answer queue closes, or the budget or a fatal error ends it."""
         loops = [self._generate_loop() for _ in range(self.concurrency)]
         loops.append(self._answer_loop())
+        if self.feed is not None:
+            loops.append(self._feed_loop())
         await asyncio.gather(*loops)
         if self._emits:
             await asyncio.gather(*self._emits)
@@ -154,7 +163,8 @@ class Producer:
     async def _generate_loop(self) -> None:
         GENERATING.set(True)  # in this loop's own task context: its teacher calls are generating ones
         while self.generating and not self.stopping:
-            if not self._may_generate():
+            # A second-round category's call needs a source row, handed over right before it starts.
+            if not self._may_generate() or (self.feed is not None and not self.feed.reserve()):
                 self._wake.clear()
                 # Woken by set_quota or a finished call; the timeout re-checks `generating`.
                 with contextlib.suppress(TimeoutError):
@@ -184,8 +194,25 @@ class Producer:
             self._emits.add(task)
             task.add_done_callback(self._emits.discard)
 
+    async def _feed_loop(self) -> None:
+        """Reads newly committed source rows every `poll_s` (off the event loop) and wakes the
+        generating loops when rows came on hand."""
+        assert self.feed is not None and self.read_rows is not None
+        while self.generating and not self.stopping:
+            try:
+                rows = await asyncio.to_thread(self.read_rows)
+                self.feed.error = None
+            except Exception as exc:  # noqa: BLE001 - an unreadable output now may be readable later
+                self.feed.failed(exc)
+                rows = []
+            if self.feed.admit(rows):
+                self._wake.set()
+            await asyncio.sleep(self.feed.poll_s)
+
     async def _emit(self, cands: list[Candidate]) -> None:
         reported = False
+        # Candidates the instructor rejected itself (e.g. the teacher declined the source row).
+        passing = [c for c in cands if REJECTED not in c.meta]
         try:
             delta = Ledger()
             delta.generate(cands)
@@ -194,9 +221,13 @@ class Producer:
             finally:
                 self.unreported -= len(cands)
                 reported = True
-            await self.emit_novelty(cands)
+            for cand in cands:
+                if REJECTED in cand.meta:
+                    await self._reject(cand, cand.meta[REJECTED])
+            if passing:
+                await self.emit_novelty(passing)
         except QueueClosed as exc:
-            await self._drop(cands[exc.delivered :] if exc.rest is None else exc.rest, exc.reason)
+            await self._drop(passing[exc.delivered :] if exc.rest is None else exc.rest, exc.reason)
             self.generating = False  # the novelty queue is closed for good
         finally:
             if not reported:
@@ -354,4 +385,5 @@ class Producer:
             unreported=self.unreported,
             answers_started=self.answers_started,
             answers_allowed=max(0, self.answer_cap - self.answers_started),
+            feed=self.feed.stats() if self.feed is not None else None,
         )

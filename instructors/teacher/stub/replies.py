@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -259,6 +260,23 @@ def fill_from_prompt(text: str, prompt: str) -> str:
     return _FROM_PROMPT.sub(value, text)
 
 
+def _editor_correction(prompt: str) -> str | None:
+    """An `editor` prompt answered as a proofreader would: the damaged text between its TEXT markers
+    with the mechanical damage undone (`editing.proofread`), in the layout the category reads. A
+    recorded correction could not do: the stub would have to know each source row's original."""
+    from instructflow.instructors.derived import marked_text
+    from instructflow.instructors.editing import proofread
+
+    text = marked_text(prompt, "TEXT")
+    return None if text is None else f"CORRECTED:\n{proofread(text)}\nEND CORRECTED"
+
+
+# Replies the stub works out from the prompt instead of perturbing a recorded one: (category, call).
+LEARNED: dict[tuple[str, str], Callable[[str], str | None]] = {
+    ("editor", "generate"): _editor_correction,
+}
+
+
 class ReplyWriter:
     """Chooses and writes the content of one stub reply (see `stub` for the lookup order)."""
 
@@ -277,8 +295,12 @@ class ReplyWriter:
             return paragraph(rng), "p_wrong_format"
         if duplicate and history:
             return rng.choice(history), "p_duplicate"
+        learned = LEARNED.get((category, call))
+        text = learned(prompt) if learned is not None else None
         example = self.example_for(category, call)
-        if example is not None:
+        if text is not None:  # worked out from the prompt
+            example = None
+        elif example is not None:
             wanted = requested_count(prompt) if call == "generate" else None
             text = fill_from_prompt(perturb(fit_count(example, wanted) if wanted else example, rng), prompt)
         elif call == "topics":

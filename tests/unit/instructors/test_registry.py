@@ -21,12 +21,13 @@ from instructflow.actors.core.producer import Producer
 from instructflow.actors.core.queue import BatchQueue
 from instructflow.instructors import registry
 from instructflow.instructors.base import CategoryParams, Instructor
+from instructflow.instructors.derived import feed_recorded
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.rejection import CandidateRejected
 from instructflow.instructors.render import PromptTemplate, TemplateError, load_template
 from instructflow.instructors.teacher.api import Reply
-from instructflow.instructors.teacher.stub.replies import perturb as stub_perturb
 from instructflow.instructors.teacher.stub.replies import fill_from_prompt, split_items
+from instructflow.instructors.teacher.stub.replies import perturb as stub_perturb
 from instructflow.prompts import PROMPTS_DIR
 
 CATEGORIES = registry.categories()
@@ -73,12 +74,13 @@ def template_files(category: str) -> set[Path]:
 
 def make(category: str, seed: int = 0, **options: Any) -> Instructor:
     cls = registry.get_instructor(category)
-    return cls(
+    instr = cls(
         cls.Params(count=1, **options),
         topics=TOPICS,
         avoid_topics=["warfare"],
         rng=random.Random(seed),
     )
+    return feed_recorded(instr)  # a second-round category gets the committed rows it would be fed
 
 
 def perturb(text: str, seed: int) -> str:

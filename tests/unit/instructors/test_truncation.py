@@ -20,6 +20,7 @@ from instructflow.actors.core.writer import PartWriter
 from instructflow.config import LlmJudge, Rules, TeacherConfig
 from instructflow.instructors import registry
 from instructflow.instructors.base import Instructor
+from instructflow.instructors.derived import feed_recorded
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.teacher.api import Reply
 from instructflow.instructors.teacher.client import TeacherClient
@@ -53,7 +54,7 @@ def with_client(stub: StubTeacher, max_tokens: int, work: Callable[[TeacherClien
 
 def make(category: str, **params: Any) -> Instructor:
     cls = registry.get_instructor(category)
-    return cls(cls.Params(count=1, **params), topics=["lighthouses"], rng=random.Random(0))
+    return feed_recorded(cls(cls.Params(count=1, **params), topics=["lighthouses"], rng=random.Random(0)))
 
 
 def key(cand: Candidate) -> tuple[str, str | None]:

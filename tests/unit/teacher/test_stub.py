@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from instructflow.instructors import registry
+from instructflow.instructors.derived import feed_recorded
 from instructflow.instructors.teacher.api import CALL_HEADER, CATEGORY_HEADER
 from instructflow.instructors.teacher.stub import StubTeacher
 from instructflow.instructors.teacher.stub.replies import (
@@ -91,7 +92,7 @@ def generate_examples() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("category", "example"), generate_examples(), ids=lambda v: v if len(v) < 40 else "")
 def test_perturbed_examples_parse_like_the_originals(category: str, example: str) -> None:
     cls = registry.get_instructor(category)
-    instructor = cls(cls.Params(count=1), topics=["tides"], rng=random.Random(0))
+    instructor = feed_recorded(cls(cls.Params(count=1), topics=["tides"], rng=random.Random(0)))
     values = instructor.choose()
     expected = len(instructor.parse(example, values))
     assert expected > 0, f"the recorded example of {category} does not parse"
@@ -106,7 +107,7 @@ def test_list_replies_hold_as_many_items_as_the_prompt_asks(category: str, examp
     """A generating call for N items gets N back (cycled from the example), so a benchmark's
     rows-per-call is what it asked for; examples that are not lists of like items stay whole."""
     cls = registry.get_instructor(category)
-    instructor = cls(cls.Params(count=1), topics=["tides"], rng=random.Random(0))
+    instructor = feed_recorded(cls(cls.Params(count=1), topics=["tides"], rng=random.Random(0)))
     values = instructor.choose()
     per_example = len(instructor.parse(example, values))
     found = split_items(example)
