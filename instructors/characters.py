@@ -167,14 +167,15 @@ def parse_card(data: bytes | str, source: str) -> Card:
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     lines: dict[str, int] = {}
+    is_json = source.lower().endswith(".json")
     try:
-        if source.endswith(".json"):
+        if is_json:
             raw = json.loads(text)
         else:
             raw = yaml.safe_load(text)
             lines = _key_lines(text)
     except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError
-        raise CardError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'}: {exc}") from None
+        raise CardError(f"{source}: not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
     if not isinstance(raw, dict):
         raise CardError(f"{source}: a card file holds one mapping of {', '.join(Card.model_fields)}; "
                         f"found {type(raw).__name__}")
@@ -275,12 +276,11 @@ def free_file_name(card: Card, existing: dict[str, Card | None]) -> str | None:
                 return None
             raise CardError(f"{name}: name: a different card named {other.name!r} is already saved")
     stem = slug(card.name)
-    taken = {n.lower() for n in existing}
+    taken = {Path(n).stem.lower() for n in existing}  # `wren.json` takes `wren.yaml` too
     for n in range(1, 10_000):
-        candidate = f"{stem}.yaml" if n == 1 else f"{stem}-{n}.yaml"
-        if candidate.lower() not in taken and f"{candidate[:-5]}.yml" not in taken \
-                and f"{candidate[:-5]}.json" not in taken:
-            return candidate
+        candidate = stem if n == 1 else f"{stem}-{n}"
+        if candidate not in taken:
+            return f"{candidate}.yaml"
     raise CardError(f"{card.name!r}: no free file name for {stem}.yaml")
 
 

@@ -108,7 +108,8 @@ def test_save_never_overwrites_another_card(tmp_path: Path) -> None:
     with pytest.raises(CardError, match="a different card named 'Wren Halloway'"):
         save_card(tmp_path, card(name="wren  halloway", personality="Loud."))
     write(tmp_path, "zed.yaml", "not: [valid")  # an unreadable file still keeps its name
-    assert save_card(tmp_path, card(name="Zed")).name == "zed-2.yaml"
+    write(tmp_path, "zed-2.JSON", "{}")  # and so does another format of the same stem
+    assert save_card(tmp_path, card(name="Zed")).name == "zed-3.yaml"
 
 
 def test_text_form_round_trips_and_rejects_incomplete_text() -> None:
