@@ -81,8 +81,10 @@ class Rp(Instructor):
 
     def choose(self) -> dict[str, Any]:
         size = self.rng.randint(self.params.min_characters, self.params.max_characters)
-        # Too few cards for this scene: the teacher invents the cast in the same call.
-        cast = draw(self.cards, size, self.rng) if len(self.cards) >= size else []
+        # The run's cards when there are enough for a scene (a smaller cast than drawn, if need be);
+        # else the teacher invents each scene's cast in the same call.
+        enough = len(self.cards) >= self.params.min_characters
+        cast = draw(self.cards, min(size, len(self.cards)), self.rng) if enough else []
         return {
             **super().choose(), "setting": self.rng.choice(self.params.settings), "cast": cast,
             "size": size, "user_plays": self.params.user_plays,
