@@ -29,8 +29,9 @@ _MAX_BUFFERED = 100_000  # when writing keeps failing, keep at most this many (o
 
 
 def reject_record(candidate: Candidate, reason: str, detail: str | None = None) -> dict[str, Any]:
-    """The rejects-file record of one candidate."""
-    return {
+    """The rejects-file record of one candidate; a conversation's turns are in ``messages``, a
+    derived row's source in ``source_id`` (both only when set)."""
+    record = {
         "id": candidate.id,
         "category": candidate.category,
         "reason": reason,
@@ -45,6 +46,11 @@ def reject_record(candidate: Candidate, reason: str, detail: str | None = None) 
         "score": candidate.score,
         "created_at": datetime.fromtimestamp(candidate.created_at, UTC).isoformat(timespec="milliseconds"),
     }
+    if candidate.is_conversation:
+        record["messages"] = candidate.messages
+    if candidate.source_id is not None:
+        record["source_id"] = candidate.source_id
+    return record
 
 
 class RecordLog:

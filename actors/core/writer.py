@@ -8,6 +8,8 @@ file is never rewritten. One writer per output root at a time. Layout and rules:
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +26,8 @@ from instructflow.actors.core.rejects import DEAD_LETTERS, REJECTS, RecordLog, r
 from instructflow.actors.core.schema import rows_to_table
 from instructflow.actors.core.storage import OutputError, Store, open_store
 from instructflow.instructors.record import Candidate
+
+log = logging.getLogger(__name__)
 
 
 class PartWriter:
@@ -289,11 +293,15 @@ class PartWriter:
             return []
         self.flush()
         written = []
+        skipped: Counter[str] = Counter()
         for fmt in self.formats:
             if fmt == "jsonl" and not self.committer.jsonl_stale:
                 continue  # kept current by the appends
             rel = _exports.EXPORT_FILES[fmt]
-            written.append(self._guard(rel, lambda f=fmt: _exports.write_export(self.store, self.committer.entries, f)))
+            write = functools.partial(_exports.write_export, self.store, self.committer.entries, fmt, skipped=skipped)
+            written.append(self._guard(rel, write))
+        for fmt, n in skipped.items():
+            log.warning("%s export: skipped %d multi-turn row(s); the format has no turns", fmt, n)
         self.committer.jsonl_stale = False
         self._closed = True
         return written

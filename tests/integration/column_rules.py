@@ -14,7 +14,7 @@ from typing import Any
 
 from instructflow.actors.core.schema import COLUMN_DOCS
 from instructflow.config import Config
-from instructflow.instructors.record import row_id
+from instructflow.instructors.record import Candidate, conversation, is_multi_turn, row_id
 from instructflow.instructors.registry import get_instructor
 from instructflow.instructors.render import PromptTemplate, load_template
 from instructflow.instructors.teacher.topics import read_topics
@@ -31,6 +31,7 @@ class Run:
     finished: float
     instructors: dict[str, Any] = field(default_factory=dict)
     judge_digest: str | None = None
+    conversation_judge_digest: str | None = None
     topics: set[str] = field(default_factory=set)
 
     @classmethod
@@ -42,6 +43,8 @@ class Run:
         if llm.enabled:
             declared = frozenset({"category", "instruction", "response"})
             run.judge_digest = load_template(llm.template, declared, override=config.prompts_path).digest
+            spoken = frozenset({"category", "system", "turns"})
+            run.conversation_judge_digest = load_template(llm.conversation_template, spoken, override=config.prompts_path).digest
         if config.topics.file:
             run.topics = set(read_topics(config.resolve_path(config.topics.file), config.topics.avoid))
         return run
@@ -73,6 +76,24 @@ def _text(column: str) -> Callable[[dict, Run], str | None]:
 
 def _system(row: dict, run: Run) -> str | None:
     return None if row["system"] is None or row["system"].strip() else "is empty instead of null"
+
+
+def _messages(row: dict, run: Run) -> str | None:
+    turns = row["messages"]
+    if not turns or any(t["role"] not in ("system", "user", "assistant") or not t["content"].strip() for t in turns):
+        return "is empty, or has a turn with an unknown role or no text"
+    first = {role: next((t["content"] for t in turns if t["role"] == role), None) for role in ("system", "user", "assistant")}
+    if (first["user"], first["assistant"]) != (row["instruction"], row["response"]):
+        return "does not open with the row's instruction and response"
+    if not is_multi_turn(turns):
+        one = conversation(Candidate(row["category"], row["instruction"], row["response"], row["system"]))
+        return None if turns == one else "is not the row's one exchange"
+    return None if first["system"] == row["system"] else "has a system turn other than the row's system"
+
+
+def _source_id(row: dict, run: Run) -> str | None:
+    value = row["source_id"]
+    return None if value is None or re.fullmatch(r"[0-9a-f]{16}", value) else f"{value!r} is not a row id"
 
 
 def _skip(row: dict, run: Run) -> str | None:
@@ -110,13 +131,15 @@ def _digest(row: dict, run: Run) -> str | None:
     instructor = run.instructors[row["category"]]
     if parts[0] != instructor.template.digest:
         return "does not start with the generating template's digest"
-    known = set(run.templates(row["category"])) | ({run.judge_digest} if run.judge_digest else set())
+    # A conversation is judged with the conversation template, any other row with the judge's own.
+    judge = run.conversation_judge_digest if is_multi_turn(row["messages"]) else run.judge_digest
+    known = set(run.templates(row["category"])) | ({judge} if judge else set())
     if set(parts) - known:
         return f"names templates the row's category and judge do not have: {sorted(set(parts) - known)}"
     if instructor.response_template is not None and instructor.response_template.digest not in parts:
         return "lacks the answering template's digest"
-    if (run.judge_digest in parts) != bool(run.judge_digest):
-        return "names the LLM judge's template" + ("" if run.judge_digest else " in a run without one")
+    if (judge in parts) != bool(judge):
+        return "names the LLM judge's template" + ("" if judge else " in a run without one")
     return None
 
 
@@ -162,8 +185,10 @@ RULES: dict[str, Callable[[dict, Run], str | None]] = {
     "instruction": _text("instruction"),
     "response": _text("response"),
     "system": _system,
+    "messages": _messages,
     "skip_prompt_formatting": _skip,
     "topic": _topic,
+    "source_id": _source_id,
     "model": _model,
     "prompt_tokens": _tokens("prompt_tokens"),
     "completion_tokens": _tokens("completion_tokens"),

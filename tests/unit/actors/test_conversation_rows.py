@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from instructflow.actors.core.rejects import reject_record
 from instructflow.actors.core.schema import rows_to_table, table_to_rows
 from instructflow.instructors.record import Candidate, conversation, message
 
@@ -47,3 +48,10 @@ def test_messages_and_source_id_round_trip_and_single_turn_rows_stay_none() -> N
     assert back[0].messages is None and back[0].id == single.id
     assert back[1].messages == chat().messages and back[1].source_id == "0123456789abcdef"
     assert back[1].id == chat().id  # the id of a conversation is that of its opening (system, user turn)
+
+
+def test_a_rejected_conversation_keeps_its_turns_in_the_rejects_log() -> None:
+    record = reject_record(chat(), "low_score")
+    assert record["messages"] == chat().messages and record["source_id"] == "0123456789abcdef"
+    plain = reject_record(Candidate(category="general", instruction="Name a prime.", response="7"), "refusal")
+    assert "messages" not in plain and "source_id" not in plain

@@ -7,7 +7,12 @@ import asyncio
 
 import numpy as np
 
-from instructflow.actors.core.judge import CONVERSATION_CALL, JudgeChain, RuleFilter, conversation_variables
+from instructflow.actors.core.judge import (
+    CONVERSATION_CALL,
+    JudgeChain,
+    RuleFilter,
+    conversation_variables,
+)
 from instructflow.actors.core.novelty import Gate, LocalShard, NoveltyStage
 from instructflow.config import LlmJudge, Pii, Rules, TeacherConfig
 from instructflow.instructors.record import Candidate, message, novelty_text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from instructflow.actors.core.exports import export_dataset
 from instructflow.actors.core.merge import MergeInput, merge
@@ -41,7 +42,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_a_v1_output_resumes_and_exports_with_v2_parts(tmp_path: Path) -> None:
+def test_a_v1_output_resumes_and_exports_with_v2_parts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = v1_run(tmp_path / "old")
     jsonl_before = (root / "instructions.jsonl").read_bytes()
     chat = Candidate(
@@ -66,6 +67,7 @@ def test_a_v1_output_resumes_and_exports_with_v2_parts(tmp_path: Path) -> None:
     assert [len(r["conversations"]) for r in sharegpt] == [3, 2, 2, 4]
     assert lines(root / "exports" / "openai-chat.jsonl")[3]["messages"][1] == {"role": "assistant", "content": "Ahoy.", "name": "Ann"}
     assert len(lines(root / "exports" / "alpaca.jsonl")) == 3  # the conversation has no alpaca form
+    assert "alpaca export: skipped 1 multi-turn row(s)" in caplog.text
     PartWriter(str(root)).close()  # reopening finds instructions.jsonl complete: nothing rebuilt
     assert len(lines(root / "instructions.jsonl")) == 3 + 2  # the conversation: one line per reply
     export_dataset(str(root), ["hf"])  # one schema across the folder's files, v1 rows filled
