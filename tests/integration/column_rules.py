@@ -87,7 +87,8 @@ def _messages(row: dict, run: Run) -> str | None:
         return "does not open with the row's instruction and response"
     if not is_multi_turn(turns):
         one = conversation(Candidate(row["category"], row["instruction"], row["response"], row["system"]))
-        return None if turns == one else "is not the row's one exchange"
+        said = [(t["role"], t["content"]) for t in turns]  # a speaker's name may be set or not
+        return None if said == [(t["role"], t["content"]) for t in one] else "is not the row's one exchange"
     return None if first["system"] == row["system"] else "has a system turn other than the row's system"
 
 
