@@ -19,6 +19,7 @@ from instructflow.actors.core.producer import Producer
 from instructflow.actors.core.queue import BatchQueue
 from instructflow.actors.core.writer import PartWriter
 from instructflow.config import TeacherConfig
+from instructflow.instructors import conversation as conv
 from instructflow.instructors import registry
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.characters import Card
@@ -197,3 +198,31 @@ def test_a_transcript_that_breaks_format_is_rejected_with_its_reason(
     records = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in records] == [NO_TRANSCRIPT] * len(waiting)
     assert all("speaker" in r["detail"] and r["response"] for r in records)  # what was wrong, and the reply
+
+
+def _broken(text: str, answerer: str, user: str) -> dict[str, str]:
+    """The recorded transcript broken in each way that rejects it, by the reason it must get."""
+    lines = text.splitlines()
+    return {
+        conv.NO_TRANSCRIPT: re.sub(r"^[^:\n]+: ", "", text, flags=re.MULTILINE),
+        conv.UNKNOWN_SPEAKERS: text.replace(f"{answerer}:", "Stranger:"),
+        conv.WRONG_VOICE: text.replace(f"{answerer}: ", f"{answerer}: As an AI language model, I must say ", 1),
+        conv.TOO_SHORT: "\n".join(lines[:3]),
+        conv.ALTERNATION: f"{user}: Wait, before that, something else entirely.\n{text}",
+    }
+
+
+@pytest.mark.parametrize(("category", "answerer", "user"), [("rp", "DeWitt", "McCready"), ("gtkm", "DiMarco", "User")])
+def test_recorded_transcripts_broken_each_way_are_rejected_with_that_reason(category: str, answerer: str, user: str) -> None:
+    from instructflow.instructors.teacher.stub.replies import fill_from_prompt
+    from instructflow.prompts import PROMPTS_DIR
+
+    instr = make(category, None, min_turns=3)
+    read = lambda name: fill_from_prompt((PROMPTS_DIR / name).read_text(encoding="utf-8"), "")  # noqa: E731
+    cand = instr.parse(read(f"{category}.example.txt"), instr.choose())[0]
+    recorded = read(f"{category}.respond.example.txt")
+    assert instr.parse_response(recorded, cand) and cand.messages  # whole, it reads
+    for reason, text in _broken(recorded, answerer, user).items():
+        with pytest.raises(conv.ConversationRejected) as info:
+            instr.parse_response(text, cand)
+        assert info.value.reason == reason, (reason, info.value.detail)
