@@ -49,7 +49,7 @@ REASONS = (TOO_SHORT, ALTERNATION, WRONG_VOICE, UNKNOWN_SPEAKERS, NO_TRANSCRIPT)
 
 _PARTICLES = frozenset(["of", "the", "de", "la", "le", "van", "von", "der", "den", "da", "del", "di", "du", "al", "el", "bin", "ibn", "y"])
 _MARKER = re.compile(
-    r"^[ \t>#]*(?:\*\*|__)?[ \t]*(?P<label>[^\W\d_][\w'’.\- ]{0,48}?)[ \t]*"
+    r"^[ \t>#]*(?:\*\*|__)?[ \t]*(?P<label>[^\W\d_][\w'’.\- ]{0,80}?)[ \t]*"
     r"(?:\((?P<aside>[^()\n]{0,60})\))?[ \t]*(?:\*\*|__)?[ \t]*:(?:\*\*|__)?(?=\s|$)[ \t]*(?P<text>.*)$"
 )
 _MAX_LABEL_WORDS = 4
@@ -70,7 +70,8 @@ _OUT_OF_CHARACTER = re.compile(
     r"|\blanguage model\b|\bi cannot (?:role-?play|continue this (?:role-?play|conversation))\b",
     re.IGNORECASE,
 )
-_SINGLE_STAR = re.compile(r"(?<!\*)\*(?!\*)")
+# A lone `*` that touches a word (an action delimiter), not one between spaces ("2 * 3").
+_SINGLE_STAR = re.compile(r"(?<![*\s])\*(?!\*)|(?<!\*)\*(?![*\s])")
 _DOUBLE_STAR = re.compile(r"\*\*")
 _UNDERSCORE = re.compile(r"(?<![\w_])_(?!_)|(?<!_)_(?![\w_])")  # at a word edge: not snake_case
 _EMPTY_ACTION = re.compile(r"(?<!\*)\*\s*\*(?!\*)|(?<![\w_])_\s*_(?![\w_])")
@@ -148,13 +149,15 @@ class Cast:
         return name
 
 
-def split_turns(text: str) -> list[Turn]:
+def split_turns(text: str, cast: Cast | None = None) -> list[Turn]:
     """The turns of a transcript with their labels as written (asides stripped); lines without a
-    marker continue the turn before them, and text before the first marker is dropped."""
+    marker continue the turn before them, and text before the first marker is dropped. A label is
+    a marker when it reads as a name (`_name_like`) or, however long, names someone in `cast`."""
     turns: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
         match = _MARKER.match(line)
-        if match and _name_like(match.group("label")):
+        label = match.group("label") if match else ""
+        if match and (_name_like(label) or (cast is not None and cast.match(label) is not None)):
             turns.append((" ".join(match.group("label").split()), [match.group("text")]))
         elif turns:
             turns[-1][1].append(line)
@@ -232,7 +235,7 @@ def read_conversation(
         ConversationRejected: the transcript breaks format (`reason` is one of `REASONS`).
     """
     cleaning = Cleaning()
-    raw = split_turns(text)
+    raw = split_turns(text, cast)
     if not raw:
         raise ConversationRejected(NO_TRANSCRIPT, "no line starts with a speaker's name and a colon", text)
     turns = _known_turns(raw, cast, cleaning, text, max_unknown_share)

@@ -193,3 +193,9 @@ def test_messages_group_the_characters_answers_and_label_them_when_asked() -> No
         {"role": "user", "content": "Fears?", "name": "User"},
         {"role": "assistant", "content": "Storms.", "name": "Mira Vale"},
     ]
+
+
+def test_a_long_cast_name_is_a_marker_and_a_lone_star_between_spaces_stays() -> None:
+    cast = Cast(["Captain Amara Oduya of the Seven Seas", "Mira Vale"], user="Mira Vale")
+    turns = read("Captain Amara Oduya of the Seven Seas: Two * three is six, *she says.", cast, min_exchanges=1)
+    assert turns[1] == Turn("Captain Amara Oduya of the Seven Seas", "Two * three is six, she says.")
