@@ -6,7 +6,9 @@ Every test and benchmark talks to it instead of a paid API. It serves `POST /v1/
 every instructor: for headers X-Instructflow-Category=C and X-Instructflow-Call=K the content is a
 perturbed copy (see `replies`) of prompts/C.K.example.txt, else for K=generate prompts/C.example.txt
 (cycled or cut to the N list items the prompt asks for), else for K=judge prompts/judge.example.txt
-(K=judge_conversation: prompts/judge.conversation.example.txt first), else for K=topics a numbered list of made-up topics, else a paragraph of 2-5 sentences.
+(K=judge_conversation: prompts/judge.conversation.example.txt first), else for K=topics a numbered list of made-up topics, else a paragraph of 2-5 sentences. A recorded
+reply may take names from the prompt (`{{prompt:SPEAKER 1|McCready}}`: the value of the prompt's line
+`SPEAKER 1: ...`, else the default), so that role-play transcripts speak with the cast they were given.
 Like a real server it honours the request's `max_tokens`: a longer reply is cut at the cap, with
 `finish_reason` "length" and usage counting what was sent; `p_length` makes replies run past the cap
 on purpose (for the call kinds in `length_calls`). `p_truncated` is another fault: a broken transfer.
