@@ -19,7 +19,8 @@ to calls that gave no row (rejected, failed) are not retried in this session; a 
 them. Rows of `references` categories (read, never consumed) go to every replica.
 
 `RowReader` does the I/O (run it off the event loop); `SourceFeed` keeps the state and hands source
-rows to the instructor, one per generating call (`reserve`).
+rows to the instructor, one per generating call (`reserve`). The rows on hand are kept in memory:
+about the text of the replica's share of its sources' committed rows not yet used.
 """
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ class RowReader:
         for entry in read_manifest(self.store).entries:
             if entry.file in self.done:
                 continue
-            self.done.add(entry.file)
             if not self.categories.intersection(entry.categories):
+                self.done.add(entry.file)
                 continue
-            path = self.store.path(entry.file)
-            names = set(pq.read_schema(path, filesystem=self.store.filesystem).names)
-            table = pq.read_table(path, columns=[c for c in _COLUMNS if c in names], filesystem=self.store.filesystem)
-            columns = {c: table.column(c).to_pylist() if c in names else [None] * table.num_rows for c in _COLUMNS}
-            for i in range(table.num_rows):
+            try:
+                columns, count = self._read(entry.file)
+            except Exception:
+                if rows:  # hand over what was read; the failing part is tried again next time
+                    return rows
+                raise
+            self.done.add(entry.file)
+            for i in range(count):
                 if columns["category"][i] not in self.categories:
                     continue
                 row = SourceRow(
@@ -81,6 +85,12 @@ class RowReader:
                 rows.append(ReadRow(row, columns["source_id"][i]))
         return rows
 
+    def _read(self, file: str) -> tuple[dict[str, list[object]], int]:
+        path, fs = self.store.path(file), self.store.filesystem
+        names = set(pq.read_schema(path, filesystem=fs).names)  # parts of schema version 1 lack source_id
+        table = pq.read_table(path, columns=[c for c in _COLUMNS if c in names], filesystem=fs)
+        return {c: table.column(c).to_pylist() if c in names else [None] * table.num_rows for c in _COLUMNS}, table.num_rows
+
 
 @dataclass
 class FeedStats:
@@ -88,7 +98,7 @@ class FeedStats:
 
     seen: dict[str, int] = field(default_factory=dict)  # committed rows read per source/reference category
     on_hand: int = 0  # source rows of this replica's share that are ready for a call
-    used: int = 0  # sources of this share that a committed row of the category already used
+    used: int = 0  # sources of this share used by rows committed before this session (earlier runs)
     handed: int = 0  # source rows handed to calls in this session
     unusable: int = 0  # source rows the category cannot use (e.g. too short)
     missing: str | None = None  # why no call can start though rows are on hand (e.g. no card)
@@ -105,7 +115,8 @@ class SourceFeed:
         self.references = frozenset(instructor.references)
         self.replica, self.replicas = replica, max(1, replicas)
         self.queue: deque[SourceRow] = deque()
-        self.used: set[str] = set()
+        self.used: set[str] = set()  # sources handed out in this session or used by committed rows
+        self.earlier = 0  # of this replica's share: sources used by rows committed before this session
         self.seen: Counter[str] = Counter()
         self.handed = 0
         self.unusable = 0
@@ -128,6 +139,8 @@ class SourceFeed:
         """Takes newly read rows in; returns how many source rows came on hand."""
         for read in rows:  # the sources this category's committed rows used: never used again
             if read.row.category == self.category and read.source_id:
+                if read.source_id not in self.used and self.mine(read.source_id):
+                    self.earlier += 1
                 self.used.add(read.source_id)
         added = 0
         for read in rows:
@@ -170,8 +183,7 @@ class SourceFeed:
         self.error = message
 
     def stats(self) -> FeedStats:
-        mine_used = sum(1 for i in self.used if self.mine(i))
         return FeedStats(
-            seen=dict(self.seen), on_hand=len(self.queue), used=mine_used - self.handed, handed=self.handed,
+            seen=dict(self.seen), on_hand=len(self.queue), used=self.earlier, handed=self.handed,
             unusable=self.unusable, missing=self.instructor.missing(), error=self.error,
         )

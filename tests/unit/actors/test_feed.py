@@ -207,3 +207,16 @@ def test_a_second_round_category_waiting_for_moving_sources_is_not_stalled() -> 
     p.committed["writing"] = 2  # the source moved: the clock restarts
     assert "editor" not in dog.check(p, 9) and "editor" not in dog.check(p, 18)
     assert "no progress" in dog.check(p, 30)["editor"]
+
+
+def test_parts_of_schema_version_1_are_read_without_source_id(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    writer = PartWriter(str(tmp_path))
+    writer.add([source(1), source(2)])
+    writer.close()
+    [part] = list((tmp_path / "data").glob("part-*.parquet"))
+    table = pq.read_table(part)
+    pq.write_table(table.drop_columns(["source_id", "messages"]), part)  # as version 1 wrote it
+    feed, read = feed_over(tmp_path, editor())
+    assert feed.admit(read()) == 2
