@@ -297,8 +297,8 @@ class Watchdog:
             return None  # a source may still commit rows
         if any(f.seen.get(c, 0) < p.committed[c] for f in feeds for c in reads):
             return None  # committed rows not read yet
-        if p.calls_in_flight[cat] or p.in_flight(cat):
-            return None
+        if p.calls_in_flight[cat] or p.in_flight(cat) or p.accepted[cat] >= p.targets[cat]:
+            return None  # rows on their way, or the last ones pending in the writer
         missing = next((f.missing for f in feeds if f.missing), None)
         if missing:
             return missing

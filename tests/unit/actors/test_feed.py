@@ -196,6 +196,9 @@ def test_the_watchdog_ends_a_second_round_category_whose_sources_are_used_up() -
     assert dog.check(starving(4, 3), 0) == {}  # a committed source row not read yet
     assert dog.check(starving(4, 4, on_hand=1), 0) == {}  # a source row still to use
     assert dog.check(starving(3, 3, settled=False), 0) == {}  # the source category still runs
+    met = starving(4, 4)
+    met.accepted["editor"] = 5  # the last rows pending in the writer: met, not exhausted
+    assert dog.check(met, 0) == {}
     verdict = dog.check(starving(4, 4), 0)
     assert list(verdict) == ["editor"] and "editor: sources exhausted" in verdict["editor"]
 
