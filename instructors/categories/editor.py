@@ -61,9 +61,11 @@ class Editor(Derived):
     def choose(self) -> dict[str, Any]:
         values = super().choose()
         source: SourceRow = values["source"]
-        # Seeded by the row: a resumed run damages it the same way, so the derived row keeps its id.
+        # Seeded by the row: a resumed run damages it and words the request the same way, so the
+        # derived row keeps its id.
         damaged, kinds = corrupt(source.response, random.Random(source.id), self.params.edits_per_100_words)
-        return {**values, "text": damaged, "damage": kinds, "request": self.rng.choice(self.params.requests)}
+        request = random.Random(f"{source.id}:request").choice(self.params.requests)
+        return {**values, "text": damaged, "damage": kinds, "request": request}
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         source: SourceRow = values["source"]

@@ -50,6 +50,15 @@ def test_a_correction_is_kept_only_when_close_to_the_original_and_better_than_th
     assert cand.instruction.startswith(tuple(instr.params.requests))
 
 
+def test_the_same_source_row_makes_the_same_instruction_in_any_replica() -> None:
+    first, other = editor(seed=1), editor(seed=2)
+    assert first.choose()["text"] == other.choose()["text"]
+    a, b = editor(seed=1), editor(seed=2)
+    reply = f"CORRECTED:\n{SOURCES[0].response}\nEND CORRECTED"
+    va, vb = a.choose(), b.choose()
+    assert a.parse(reply, va)[0].id == b.parse(reply, vb)[0].id
+
+
 def test_a_reply_without_its_end_marker_yields_nothing() -> None:
     instr = editor()
     values = instr.choose()
