@@ -9,6 +9,8 @@ perturbed copy (see `replies`) of prompts/C.K.example.txt, else for K=generate p
 (K=judge_conversation: prompts/judge.conversation.example.txt first), else for K=topics a numbered list of made-up topics, else a paragraph of 2-5 sentences. A recorded
 reply may take names from the prompt (`{{prompt:SPEAKER 1|McCready}}`: the value of the prompt's line
 `SPEAKER 1: ...`, else the default), so that role-play transcripts speak with the cast they were given.
+A few calls are answered from the prompt itself (`replies.LEARNED`): an `editor` prompt gets its
+damaged text back proofread, since no recorded correction could match every source row.
 Like a real server it honours the request's `max_tokens`: a longer reply is cut at the cap, with
 `finish_reason` "length" and usage counting what was sent; `p_length` makes replies run past the cap
 on purpose (for the call kinds in `length_calls`). `p_truncated` is another fault: a broken transfer.
