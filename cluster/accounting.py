@@ -21,7 +21,7 @@ from instructflow.actors.core.producer import ProducerStats
 
 YIELD_PRIOR = 4
 # Drops that say nothing about the teacher's yield: the rows were not needed.
-SURPLUS_REASONS = frozenset({TARGET_MET, SHUTDOWN, GIVEN_UP, "over_target", "duplicate_id"})
+SURPLUS_REASONS = frozenset({TARGET_MET, SHUTDOWN, GIVEN_UP, "over_target", "duplicate_id", "duplicate_source"})
 # Consecutive ticks a shortfall must persist before it is believed to be a loss.
 LOST_AFTER_TICKS = 4
 

@@ -29,10 +29,10 @@ import logging
 from collections import Counter, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
-import pyarrow.parquet as pq
-
-from instructflow.actors.core.manifest import read_manifest
+from instructflow.actors.core.exports import read_part
+from instructflow.actors.core.manifest import PartEntry, read_manifest
 from instructflow.actors.core.storage import Store
 from instructflow.instructors.derived import Derived, SourceRow
 
@@ -69,7 +69,7 @@ class RowReader:
                 self.done.add(entry.file)
                 continue
             try:
-                columns, count = self._read(entry.file)
+                columns, count = self._read(entry)
             except Exception:
                 if rows:  # hand over what was read; the failing part is tried again next time
                     return rows
@@ -85,11 +85,9 @@ class RowReader:
                 rows.append(ReadRow(row, columns["source_id"][i]))
         return rows
 
-    def _read(self, file: str) -> tuple[dict[str, list[object]], int]:
-        path, fs = self.store.path(file), self.store.filesystem
-        names = set(pq.read_schema(path, filesystem=fs).names)  # parts of schema version 1 lack source_id
-        table = pq.read_table(path, columns=[c for c in _COLUMNS if c in names], filesystem=fs)
-        return {c: table.column(c).to_pylist() if c in names else [None] * table.num_rows for c in _COLUMNS}, table.num_rows
+    def _read(self, entry: PartEntry) -> tuple[dict[str, list[Any]], int]:
+        table = read_part(self.store, entry, _COLUMNS)  # parts of schema version 1 get source_id null
+        return {c: table.column(c).to_pylist() for c in _COLUMNS}, table.num_rows
 
 
 @dataclass

@@ -40,6 +40,7 @@ class Recovered:
         entries: the manifest's entries, in commit order.
         manifest: the manifest's valid bytes (what the file holds after recovery).
         ids: every committed row id.
+        sources: (category, source_id) of every committed row made from another row.
         counts: committed rows per category.
         next_part: the number the next part gets.
         jsonl_stale: ``instructions.jsonl`` is behind and must be rebuilt on close.
@@ -48,6 +49,7 @@ class Recovered:
     entries: list[PartEntry]
     manifest: bytes
     ids: set[str] = field(default_factory=set)
+    sources: set[tuple[str, str]] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
     next_part: int = 1
     jsonl_stale: bool = False
@@ -92,7 +94,7 @@ def _load_part(store: Store, entry: PartEntry, found: Recovered) -> None:
         state = "missing" if size is None else f"{size} bytes, the manifest says {entry.bytes}"
         raise OutputError(where, f"committed part is {state}")
     try:
-        table = exports.read_part(store, entry, ["id", "category"])
+        table = exports.read_part(store, entry, ["id", "category", "source_id"])
     except (pa.ArrowInvalid, ValueError) as exc:  # right size, wrong bytes: not a Parquet file
         raise OutputError(where, f"committed part is unreadable ({exc})") from exc
     counts = Counter(table.column("category").to_pylist())
@@ -104,6 +106,8 @@ def _load_part(store: Store, entry: PartEntry, found: Recovered) -> None:
         log.error("%s repeats %d committed id(s), e.g. %s", where, len(repeated), next(iter(repeated)))
     found.ids.update(ids)
     found.counts.update(counts)
+    categories = table.column("category").to_pylist()
+    found.sources.update((c, s) for c, s in zip(categories, table.column("source_id").to_pylist(), strict=True) if s)
 
 
 def remove_orphans(store: Store, listed: set[str]) -> list[str]:

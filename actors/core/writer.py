@@ -73,6 +73,7 @@ class PartWriter:
         self.formats = tuple(exports)
         self._pending: list[Candidate] = []
         self._pending_ids: set[str] = set()
+        self._pending_sources: set[tuple[str, str]] = set()  # (category, source_id) of pending rows
         self._pending_counts: Counter[str] = Counter()
         self._oldest_pending: float | None = None
         self._on_commit = on_commit
@@ -85,6 +86,7 @@ class PartWriter:
         self._bytes_written = 0
         found: Recovered = self._guard("", lambda: recover(self.store, self.formats))
         self._committed_ids, self._committed_counts = found.ids, found.counts
+        self._committed_sources = found.sources
         self.committer = PartCommitter(self.store, found, run_id=run_id, jsonl="jsonl" in self.formats)
         self.rejects = RecordLog(self.store, REJECTS, enabled=keep_rejects)
         self.dead_letters = RecordLog(self.store, DEAD_LETTERS)
@@ -122,6 +124,8 @@ class PartWriter:
                 continue
             self._pending.append(candidate)
             self._pending_ids.add(candidate.id)
+            if candidate.source_id:
+                self._pending_sources.add((candidate.category, candidate.source_id))
             self._pending_counts[candidate.category] += 1
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()
@@ -129,15 +133,23 @@ class PartWriter:
         return dict(result)
 
     def skip_reason(
-        self, candidate: Candidate, ahead_ids: set[str] | None = None, ahead: Counter[str] | None = None
+        self, candidate: Candidate, ahead_ids: set[str] | None = None, ahead: Counter[str] | None = None,
+        ahead_sources: set[tuple[str, str]] | None = None,
     ) -> str | None:
-        """Why `add` would skip this row (None: it would be taken). `ahead_ids` and `ahead` are rows
-        about to be added before it (their ids and counts per category)."""
+        """Why `add` would skip this row (None: it would be taken). `ahead_ids`, `ahead` and
+        `ahead_sources` are rows about to be added before it (their ids, counts per category and
+        (category, source_id) pairs). A row made from another row is skipped as `duplicate_source`
+        when its category already has a row made from that one: a source is used once, whatever
+        restarts handed it out twice."""
         if candidate.response is None:
             raise ValueError(f"candidate {candidate.id} reached the writer without a response")
         row_id = candidate.id
         if row_id in self._committed_ids or row_id in self._pending_ids or row_id in (ahead_ids or ()):
             return "duplicate_id"
+        if candidate.source_id:
+            key = (candidate.category, candidate.source_id)
+            if key in self._committed_sources or key in self._pending_sources or key in (ahead_sources or ()):
+                return "duplicate_source"
         if self.targets is None:
             return None
         if candidate.category not in self.targets:
@@ -179,6 +191,8 @@ class PartWriter:
             del self._pending[: len(batch)]
             for candidate in batch:
                 self._pending_ids.discard(candidate.id)
+                if candidate.source_id:
+                    self._pending_sources.discard((candidate.category, candidate.source_id))
                 self._pending_counts[candidate.category] -= 1
             committed += len(batch)
         if not self._pending:
@@ -191,6 +205,7 @@ class PartWriter:
         started = time.perf_counter()
         entry = self.committer.commit(rows_to_table(batch))
         self._committed_ids.update(c.id for c in batch)
+        self._committed_sources.update((c.category, c.source_id) for c in batch if c.source_id)
         self._committed_counts.update(entry.categories)
         self._bytes_written += entry.bytes
         seconds = time.perf_counter() - started

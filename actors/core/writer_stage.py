@@ -32,7 +32,8 @@ class WriterStats:
 
 class WriterStage(Stage):
     """Takes rows for the writer: a row is accepted, or dropped as `over_target` (its category
-    already has its rows), `duplicate_id` (the same instruction is committed or pending) or
+    already has its rows), `duplicate_id` (the same instruction is committed or pending),
+    `duplicate_source` (its category already has a row made from the same source row) or
     `unknown_category`. Accepted rows are not recorded in the books here: a writer that dies loses its
     pending rows, so the driver counts as accepted what the writer reports as committed (durable, in
     the manifest) plus pending (while it lives)."""
@@ -50,14 +51,17 @@ class WriterStage(Stage):
         out = Outcome()
         ids: set[str] = set()
         counts: Counter[str] = Counter()
+        sources: set[tuple[str, str]] = set()
         for cand in batch:
-            reason = self.writer.skip_reason(cand, ids, counts)
+            reason = self.writer.skip_reason(cand, ids, counts, sources)
             if reason:
                 out.dropped.append((cand, reason))
             else:
                 out.accepted.append(cand)
                 ids.add(cand.id)
                 counts[cand.category] += 1
+                if cand.source_id:
+                    sources.add((cand.category, cand.source_id))
         return out
 
     async def act(self, outcome: Outcome) -> None:

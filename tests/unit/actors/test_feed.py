@@ -223,3 +223,17 @@ def test_parts_of_schema_version_1_are_read_without_source_id(tmp_path: Path) ->
     pq.write_table(table.drop_columns(["source_id", "messages"]), part)  # as version 1 wrote it
     feed, read = feed_over(tmp_path, editor())
     assert feed.admit(read()) == 2
+
+
+def test_the_writer_keeps_one_row_per_source_and_category_also_after_a_reopen(tmp_path: Path) -> None:
+    """The commit point's own guarantee: a source handed out twice (a replica restarted while its
+    derived row was still with the judges) still gives one row."""
+    made = [Candidate(category="stylized_response", instruction="Why?", response=f"Answer {i}.", system=f"card {i}",
+                      source_id="00ab") for i in range(3)]
+    writer = PartWriter(str(tmp_path))
+    assert writer.add(made[:2])["duplicate_source"] == 1  # pending
+    writer.close()
+    reopened = PartWriter(str(tmp_path))
+    assert reopened.skip_reason(made[2]) == "duplicate_source"  # committed
+    other = Candidate(category="editor", instruction="Fix it.", response="Fixed.", source_id="00ab")
+    assert reopened.skip_reason(other) is None  # another category may use the same source
