@@ -108,6 +108,10 @@ class TeacherConfig(_Strict):
     backoff_base_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=600)
     max_failures_in_a_row: int = Field(20, ge=0, le=100_000)  # per instructor; 0 = never give up
+    # GBNF grammars a category declares for a reply (instructors/grammar.py): auto sends them to the
+    # embedded teacher only; on sends them to any server in `grammar_field`; off never sends them.
+    grammar: Literal["auto", "on", "off"] = "auto"
+    grammar_field: str = Field("grammar", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     limits: Limits = Field(default_factory=Limits)
     budget: Budget = Field(default_factory=Budget)
     embedded: Embedded = Field(default_factory=Embedded)

@@ -91,6 +91,12 @@ class Instructor:
         text = reply.strip()
         return text or None
 
+    def grammar(self, call: str, values: dict[str, Any]) -> str | None:
+        """The GBNF shape of a call's reply (`instructors.grammar`), built from the call's template
+        values (`generate`: `choose`'s; `respond`: `response_values`'), or None for free text. The
+        client sends it only where `teacher.grammar` says."""
+        return None
+
     # -- helpers for categories ----------------------------------------------------------------
     @property
     def system(self) -> str | None:
@@ -133,17 +139,20 @@ class Instructor:
             **fields,
         )
 
-    async def ask(self, teacher: Teacher, prompt: str, call: str, system: str | None = None) -> Reply:
+    async def ask(
+        self, teacher: Teacher, prompt: str, call: str, system: str | None = None, grammar: str | None = None
+    ) -> Reply:
         """Sends one user prompt (and optional system prompt) to the teacher. The reply may be cut at
         `max_tokens` (`Reply.truncated`): read lists with `parse_reply`, answers with `ask_answer`."""
         return await teacher.chat(
             _messages(prompt, system), category=self.category, call=call,
             max_tokens=self.params.max_tokens, temperature=self.params.temperature,
+            **({"grammar": grammar} if grammar else {}),
         )
 
     async def ask_answer(
         self, teacher: Teacher, prompt: str, call: str, candidate: Candidate, system: str | None = None,
-        max_tokens: int | None = None,
+        max_tokens: int | None = None, grammar: str | None = None,
     ) -> Reply:
         """An answer call for `candidate`, whose reply must end whole: a reply cut at `max_tokens` is
         continued up to `max_continuations` times. The tokens of every call go on the candidate.
@@ -151,7 +160,7 @@ class Instructor:
         Raises:
             ReplyTruncated: the reply stayed cut (the runner rejects the candidate as `truncated`).
         """
-        reply = await self.ask_continued(teacher, prompt, call, system, max_tokens)
+        reply = await self.ask_continued(teacher, prompt, call, system, max_tokens, grammar)
         candidate.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.tokens_estimated)
         if reply.truncated:
             cap = max_tokens or self.params.max_tokens
@@ -159,14 +168,15 @@ class Instructor:
         return reply
 
     async def ask_continued(
-        self, teacher: Teacher, prompt: str, call: str, system: str | None = None, max_tokens: int | None = None
+        self, teacher: Teacher, prompt: str, call: str, system: str | None = None, max_tokens: int | None = None,
+        grammar: str | None = None,
     ) -> Reply:
         """`ask`, with a reply cut at `max_tokens` continued up to `max_continuations` times (see
         `truncation.ask_whole`); the reply is still `truncated` when the last part was cut too."""
         return await ask_whole(
             teacher, _messages(prompt, system), category=self.category, call=call,
             max_tokens=max_tokens or self.params.max_tokens, temperature=self.params.temperature,
-            continuations=self.params.max_continuations,
+            continuations=self.params.max_continuations, grammar=grammar,
         )
 
     def parse_reply(self, reply: Reply, values: dict[str, Any]) -> list[Candidate]:
@@ -194,7 +204,7 @@ class Instructor:
         """One generating call: choose variables, render, ask, parse. Usage is split over results."""
         values = self.choose()
         prompt = self.template.render({**self.common_values(), **values})
-        reply = await self.ask(teacher, prompt, call="generate")
+        reply = await self.ask(teacher, prompt, call="generate", grammar=self.grammar("generate", values))
         candidates = self.parse_reply(reply, values)
         share = max(len(candidates), 1)
         for cand in candidates:
@@ -207,7 +217,8 @@ class Instructor:
         if self.response_template is not None:
             values = {**self.common_values(), **self.response_values(candidate)}
             prompt = self.response_template.render(values)
-            reply = await self.ask_answer(teacher, prompt, "respond", candidate, self.system)
+            grammar = self.grammar("respond", values)
+            reply = await self.ask_answer(teacher, prompt, "respond", candidate, self.system, grammar=grammar)
             candidate.add_template(self.response_template.digest)
         else:
             reply = await self.ask_answer(teacher, candidate.instruction, "respond", candidate, candidate.system)

@@ -50,6 +50,7 @@ async def ask_whole(
     max_tokens: int | None,
     temperature: float | None,
     continuations: int,
+    grammar: str | None = None,
 ) -> Reply:
     """One answer call, continued up to `continuations` times while its reply stops at the cap.
 
@@ -60,7 +61,10 @@ async def ask_whole(
     Raises:
         TeacherError: from any of the calls (tokens of earlier calls were billed but are not returned).
     """
-    reply = await teacher.chat(messages, category=category, call=call, max_tokens=max_tokens, temperature=temperature)
+    shape = {"grammar": grammar} if grammar else {}  # a continuation goes on mid-shape: no grammar
+    reply = await teacher.chat(
+        messages, category=category, call=call, max_tokens=max_tokens, temperature=temperature, **shape
+    )
     for _ in range(continuations):
         if not reply.truncated:
             break

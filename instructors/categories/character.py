@@ -11,6 +11,7 @@ already produced, ignoring case and spacing, is dropped.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -18,6 +19,7 @@ from pydantic import Field, ValidationError
 from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import records
 from instructflow.instructors.base import Instructor
+from instructflow.instructors.categories._shapes import character_cards
 from instructflow.instructors.characters import LABELS, Card, split_example_lines
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
@@ -62,6 +64,11 @@ class Character(Instructor):
         if len(names) > self.params.max_names_shown:
             names = self.rng.sample(names, self.params.max_names_shown)
         return {**super().choose(), "kind": self.rng.choice(self.params.kinds), "taken_names": ", ".join(names)}
+
+    def grammar(self, call: str, values: dict[str, Any]) -> str | None:
+        # Initials come from their own generator: whether a grammar is built must not move `rng`.
+        self._initials = getattr(self, "_initials", None) or random.Random()
+        return character_cards(values["count"], self._initials, self.params.min_description_words)
 
     def parse(self, reply: str, values: dict[str, Any]) -> list[Candidate]:
         out = []

@@ -13,6 +13,7 @@ named reason (`conversation.REASONS`).
 
 from __future__ import annotations
 
+import random
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -21,6 +22,7 @@ from instructflow.config import CategoryParams
 from instructflow.instructors._textparse import labelled_lines
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.categories._incharacter import describe, draw, invented, meta_cast
+from instructflow.instructors.categories._shapes import rp_scenes, transcript
 from instructflow.instructors.conversation import Cast, read_conversation, to_messages
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.registry import register
@@ -102,6 +104,12 @@ class Rp(Instructor):
             out.append(self.candidate(f"{user}: {opening}", topic=values["topic"],
                                       system=self._system(scene, cast, user), meta=meta))
         return out
+
+    def grammar(self, call: str, values: dict[str, Any]) -> str | None:
+        if call == "respond":  # the cast's names are the only speaker markers
+            return transcript(values["user"], values["speakers"][1:], int(values["turns"]))
+        self._initials = getattr(self, "_initials", None) or random.Random()
+        return rp_scenes(values["count"], values["size"], not values["cast"], self._initials)
 
     def _system(self, scene: str, cast: list[dict[str, str]], user: str) -> str:
         """The row's system prompt: the scene, the cast, and who plays whom."""

@@ -50,6 +50,7 @@ class TeacherStats:
     completion_tokens: int
     usage: dict[str, Any] = field(default_factory=dict)  # breakdowns by model and category
     truncated: int = 0  # replies cut at max_tokens (finish_reason "length"), counted in `replies`
+    grammar: int = 0  # requests sent with a grammar (`teacher.grammar`)
     batch: dict[str, int] = field(default_factory=dict)  # batch mode: `BatchStats` fields (empty in sync mode)
 
     @property
@@ -92,6 +93,11 @@ class Teacher(Protocol):
         call: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        grammar: str | None = None,
     ) -> Reply:
-        """Sends one chat completion request; raises a `TeacherError` subclass on failure."""
+        """Sends one chat completion request; raises a `TeacherError` subclass on failure.
+
+        `grammar`: a GBNF grammar the reply must follow (`instructors.grammar`); the client sends it
+        or not as `teacher.grammar` says. Callers pass it only when they have one, so a teacher
+        that knows no grammar need not take the argument."""
         ...

@@ -128,6 +128,7 @@ class TeacherClient:
         self._retries = 0
         self._replies = 0
         self._truncated = 0  # replies cut at max_tokens
+        self._grammars = 0  # requests sent with a grammar (retries not counted again)
         # aiohttp as the SDK's transport (its documented `DefaultAioHttpClient`): about 40% less
         # CPU per request than the default httpx one, which counts at tens of requests a second.
         self._client = openai.AsyncOpenAI(
@@ -172,8 +173,10 @@ class TeacherClient:
         call: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        grammar: str | None = None,
     ) -> Reply:
         """Sends one chat completion request with retries; see the module docstring for the rules.
+        `grammar` (GBNF) goes in the body field `teacher.grammar_field` when `sends_grammar`.
 
         Raises:
             RequestFailed: this request failed for good (`reason` says why).
@@ -181,6 +184,9 @@ class TeacherClient:
             BudgetExhausted: from the limiter, before a new attempt starts.
         """
         payload = {"messages": messages, **self._sampling(max_tokens, temperature)}
+        if grammar and self.sends_grammar:
+            payload[self.config.grammar_field] = grammar
+            self._grammars += 1
         return await self._request("chat", payload, estimate_prompt_tokens(messages), category, call)
 
     async def complete(
@@ -195,6 +201,13 @@ class TeacherClient:
         """The same as `chat` for the plain `/v1/completions` endpoint (raw prompt continuation)."""
         payload = {"prompt": prompt, **self._sampling(max_tokens, temperature)}
         return await self._request("complete", payload, estimate_tokens(prompt), category, call)
+
+    @property
+    def sends_grammar(self) -> bool:
+        """Whether a call's grammar goes to this server: `teacher.grammar` on, or auto with the
+        embedded teacher (llama.cpp reads it; OpenAI-compatible servers may reject an unknown field)."""
+        mode = self.config.grammar
+        return mode == "on" or (mode == "auto" and self.config.kind == "embedded")
 
     def _sampling(self, max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
         cfg = self.config
@@ -407,6 +420,7 @@ class TeacherClient:
         usage = self.ledger.snapshot()
         return TeacherStats(
             requests=dict(self._requests), retries=self._retries, replies=self._replies, truncated=self._truncated,
+            grammar=self._grammars,
             failures=dict(self._failures), prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"], usage=usage,
             batch=self.batch.snapshot() if self.batch is not None else {},

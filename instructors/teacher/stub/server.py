@@ -183,6 +183,7 @@ class StubTeacher:
             self._injected: Counter[str] = Counter()
             self._prompt_tokens = 0
             self._completion_tokens = 0
+            self._grammars = 0  # requests whose body carried a `grammar` (accepted, replies unchanged)
 
     def stats(self) -> dict[str, Any]:
         """Requests, counts by HTTP status and injected fault, concurrency and tokens served."""
@@ -196,6 +197,7 @@ class StubTeacher:
                 "prompt_tokens": self._prompt_tokens,
                 "completion_tokens": self._completion_tokens,
                 "tokens": self._prompt_tokens + self._completion_tokens,
+                "grammar_requests": self._grammars,
                 "batch": self.batches.stats(),
             }
 
@@ -362,6 +364,9 @@ class StubTeacher:
             return _error(400, "request body is not valid JSON", "invalid_request_error")
         if not isinstance(body, dict) or not body.get("model"):
             return _error(400, "missing required parameter: model", "invalid_request_error")
+        if body.get("grammar") is not None:
+            with self._lock:
+                self._grammars += 1
         prompt = self._prompt_text(body, chat)
         # Written before sleeping, so the duplicate history follows arrival order (determinism).
         content, kind = self._writer.content(

@@ -24,9 +24,9 @@ class ScriptedTeacher:
         self.replies, self.default = replies, default
         self.calls: list[dict[str, Any]] = []
 
-    async def chat(self, messages, *, category, call, max_tokens=None, temperature=None) -> Reply:
+    async def chat(self, messages, *, category, call, max_tokens=None, temperature=None, grammar=None) -> Reply:
         self.calls.append(
-            {"category": category, "call": call, "messages": messages, "max_tokens": max_tokens}
+            {"category": category, "call": call, "messages": messages, "max_tokens": max_tokens, "grammar": grammar}
         )
         reply = self.replies.get(call, self.default)
         if isinstance(reply, BaseException):

@@ -98,9 +98,11 @@ class FakeTeacher:
     ) -> None:
         self.replies, self.default, self.on_call = replies, default, on_call
         self.calls: list[tuple[str, str, list[dict[str, str]]]] = []
+        self.grammars: list[tuple[str, str | None]] = []  # (call, GBNF grammar or None) per call
 
-    async def chat(self, messages, *, category, call, max_tokens=None, temperature=None) -> Reply:
+    async def chat(self, messages, *, category, call, max_tokens=None, temperature=None, grammar=None) -> Reply:
         self.calls.append((category, call, messages))
+        self.grammars.append((call, grammar))
         if self.on_call is not None:
             self.on_call(call)
         text = self.replies.get(call, self.default)
