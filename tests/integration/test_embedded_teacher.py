@@ -126,6 +126,46 @@ def test_a_second_port_on_the_same_serve_fails_fast_naming_the_running_one(teach
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_character_and_rp_end_to_end_with_grammar_shaped_replies(teacher_url: str, tmp_path) -> None:
+    # SmolLM2-135M writes no parseable card or scene from the prompts alone (docs/benchmarks.md);
+    # with the categories' grammars (teacher.grammar: auto sends them to the embedded teacher) every
+    # reply has the shape the parsers read. The run stops the teacher when it drains, so this test
+    # comes after the others that share it.
+    import pyarrow.parquet as pq
+    import yaml
+
+    import instructflow.instructors.categories  # noqa: F401 - registers the categories
+    from instructflow.cluster.driver import run
+    from instructflow.config import parse_config
+
+    port = int(teacher_url.rsplit(":", 1)[1].split("/", 1)[0])
+    data = {
+        "run": {"output_dir": str(tmp_path / "out"), "display": "plain", "drain_timeout_s": 20},
+        "teacher": {"kind": "embedded", "model": MODEL, "max_tokens": 1024, "timeout_s": 120,
+                    "embedded": {"port": port, "parallel": 2, "context": 2048, "threads": 1}},
+        "topics": {"file": None},
+        "novelty": {"shards": 1, "threshold": 0.99, "torch_threads": 1},
+        "categories": {
+            "character": {"count": 2, "batch_size": 2, "concurrency": 1},
+            "rp": {"count": 1, "batch_size": 1, "concurrency": 1, "min_characters": 2, "max_characters": 2,
+                   "min_turns": 2, "max_turns": 2},
+        },
+    }
+    progress = run(parse_config(yaml.safe_dump(data)))
+    assert progress.all_done()
+    rows = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    assert sorted(r["category"] for r in rows) == ["character", "character", "rp"]
+    cards = [r for r in rows if r["category"] == "character"]
+    assert all(r["response"].startswith("NAME: ") and "STAY IN CHARACTER: " in r["response"] for r in cards)
+    assert len(list((tmp_path / "out" / "characters").iterdir())) == 2  # each committed card saved as a file
+    (rp,) = [r for r in rows if r["category"] == "rp"]
+    roles = [m["role"] for m in rp["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant"], roles
+    assert rp["skip_prompt_formatting"] and rp["response"] == rp["messages"][2]["content"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_stopping_the_teacher_shuts_serve_down_without_a_failed_call_on_the_terminal(teacher_url: str, capfd) -> None:
     # Runs last in this module: it stops the teacher the other tests share (stopping is idempotent).
     import ray
