@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-# Plain prose: words of letters, digits and light punctuation (no colon, so a sentence can never
-# read as a `Label:` or `Name:` marker; no asterisk or quote, so nothing is left unbalanced).
+# Plain prose: words of letters, an apostrophe or a comma (no colon, so a sentence can never read
+# as a `Label:` or `Name:` marker; no asterisk or quote, so nothing is left unbalanced; no digits or
+# hyphens, from which a small model builds endless "2020-2021-..." runs that hit max_tokens).
 PROSE_RULES = r"""
-word ::= [A-Za-z0-9] [A-Za-z0-9',-]{0,15}
-sentence ::= [A-Z] [a-z',-]{0,15} (" " word){SENT_MIN,SENT_MAX} [.!?]
+word ::= [A-Za-z] [a-z']{0,11} ","?
+sentence ::= [A-Z] [a-z']{0,11} (" " word){SENT_MIN,SENT_MAX} [.!?]
 """
 NAME_RULES = r"""
 name ::= cap (" " cap){1,2}

@@ -33,19 +33,31 @@ def _names(prefix: str, count: int, rng: random.Random) -> list[str]:
     ]
 
 
+# How a card's REQUEST starts, one drawn per card: a small model otherwise copies the prompt's
+# explanation of the field into every card (identical instructions: exact duplicates).
+_REQUESTS = [
+    "I would like a character card for", "Please write a character card for", "Make me a card for",
+    "Could you create a character for", "I need a role play character for", "Write a card about",
+    "Invent a character for", "Give me a character for",
+]
+
+
 def character_cards(count: int, rng: random.Random, min_description_words: int) -> str:
     """`count` cards: REQUEST, NAME, DESCRIPTION (at least `min_description_words` words), PERSONALITY,
     SPEECH STYLE, STAY IN CHARACTER and EXAMPLE LINES, one line each."""
     cards = [
-        f'card{i} ::= "REQUEST: " sentence "\\n" "NAME: " name{i} "\\n" "DESCRIPTION: " desc "\\n" '
+        f'card{i} ::= "REQUEST: " {literal(rng.choice(_REQUESTS))} (" " word){{4,16}} "." "\\n" '
+        f'"NAME: " name{i} "\\n" "DESCRIPTION: " desc "\\n" '
         '"PERSONALITY: " two "\\n" "SPEECH STYLE: " one "\\n" "STAY IN CHARACTER: " two "\\n" '
         '"EXAMPLE LINES: " one " / " one "\\n"'
         for i in range(count)
     ]
     words = max(5, -(-min_description_words // 2))  # two sentences of this many words reach the least
     root = "root ::= " + " ".join(f"card{i}" for i in range(count))
-    return build([root, *cards, *_names("name", count, rng), prose("desc", (2, 3)), prose("two", (1, 2)),
-                  prose("one", (1, 1))], words=(words, 24))
+    # Sentences of at most 16 words: a small model stops when the grammar lets it, and every token
+    # costs time on a CPU.
+    return build([root, *cards, *_names("name", count, rng), prose("desc", (2, 2)), prose("two", (1, 2)),
+                  prose("one", (1, 1))], words=(words, 16))
 
 
 def rp_scenes(count: int, size: int, invent: bool, rng: random.Random) -> str:
@@ -54,7 +66,7 @@ def rp_scenes(count: int, size: int, invent: bool, rng: random.Random) -> str:
     cast = " ".join(f'"CHARACTER: " name{i} " | " two "\\n"' for i in range(size)) if invent else ""
     scene = f'scene ::= "SCENE: " two "\\n" {cast} "OPENING: " one "\\n"'.replace("  ", " ")
     rules = [f"root ::= scene{{{count}}}", scene, prose("two", (1, 2)), prose("one", (1, 1))]
-    return build(rules + (_names("name", size, rng) if invent else []))
+    return build(rules + (_names("name", size, rng) if invent else []), words=(5, 16))
 
 
 def transcript(user: str, others: list[str], turns: int) -> str:
@@ -67,4 +79,4 @@ def transcript(user: str, others: list[str], turns: int) -> str:
         f'user ::= {literal(user)} ": " line "\\n"',
         prose("line", (1, 2)),
     ]
-    return build(rules, words=(4, 20))
+    return build(rules, words=(4, 14))
