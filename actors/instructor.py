@@ -130,14 +130,15 @@ class InstructorActor:
 
 
 def source_feed(instructor: Any, replica: int, replicas: int, output_uri: str | None) -> tuple[Any, Any] | None:
-    """A second-round category's source feed over the run's output (`core.feed`); None for others."""
+    """The feed of committed rows over the run's output (`core.feed`) of a category that reads them:
+    a second-round category's sources, or the `references` (character cards) a category plays; None
+    for the others."""
     from instructflow.actors.core.feed import RowReader, SourceFeed
     from instructflow.actors.core.storage import open_store
-    from instructflow.instructors.derived import Derived
 
-    if not isinstance(instructor, Derived):
+    if not instructor.sources and not instructor.references:
         return None
     if output_uri is None:
-        raise ValueError(f"{instructor.category} consumes committed rows and needs the run's output location")
+        raise ValueError(f"{instructor.category} reads committed rows and needs the run's output location")
     feed = SourceFeed(instructor, replica, replicas)
     return feed, RowReader(open_store(output_uri), feed.categories)

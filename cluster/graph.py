@@ -131,6 +131,7 @@ GRAPH = Graph(
     ),
     feeds=(
         Feed("committed rows", "writer", "instructor",
-             "second-round categories (stylized_response, editor) read their source categories' rows as they commit"),
+             "second-round categories (stylized_response, editor) read their sources' rows, and card "
+             "players (awareness, rp, gtkm) the character rows, as they commit"),
     ),
 )

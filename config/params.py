@@ -38,6 +38,10 @@ class CategoryParams(BaseModel):
         "(the cut answer is sent back with a request to go on); 0: it is rejected as truncated",
     )
 
+    # Categories whose committed rows are read as they commit but not consumed: a category that plays
+    # character cards lists `character`, and plays the cards committed during the run as well.
+    references: ClassVar[tuple[str, ...]] = ()
+
     def consumes(self) -> tuple[str, ...]:
         """Categories whose committed rows this category reads (none for a first-round category)."""
         return ()
@@ -51,9 +55,6 @@ class CategoryParams(BaseModel):
 class DerivedParams(CategoryParams):
     """Options of a second-round category: one that consumes committed rows of `source_categories`
     (each source row is used at most once) and starts as soon as they commit rows."""
-
-    # Categories whose committed rows are read but not consumed (e.g. character cards).
-    references: ClassVar[tuple[str, ...]] = ()
 
     batch_size: int = Field(1, ge=1, le=1, description="one source row per generating call")
     source_categories: list[str] = Field(

@@ -26,6 +26,7 @@ from instructflow.instructors.truncation import ReplyTruncated, ask_whole
 
 if TYPE_CHECKING:
     from instructflow.instructors.characters import Card
+    from instructflow.instructors.derived import SourceRow
 
 # What a template is given as its topic when the run has no topics: a neutral phrase, not a topic.
 NO_TOPIC = "any subject you like"
@@ -96,6 +97,27 @@ class Instructor:
         values (`generate`: `choose`'s; `respond`: `response_values`'), or None for free text. The
         client sends it only where `teacher.grammar` says."""
         return None
+
+    # -- committed rows read while the run goes (`actors.core.feed`) -----------------------------
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The categories whose committed rows this category consumes (second-round categories)."""
+        return ()
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The categories whose committed rows it reads without consuming them (`Params.references`)."""
+        return type(self.params).references
+
+    def refer(self, row: SourceRow) -> None:
+        """Takes one committed row of a `references` category. The default reads a `character` row's
+        card and adds it to the cards this category plays, so cards committed during the run are
+        played in the same run; other rows are ignored."""
+        from instructflow.instructors.characters import Card
+
+        card = Card.from_text(row.response) if row.category == "character" else None
+        if card is not None and card.key not in {known.key for known in self.cards}:
+            self.cards.append(card)
 
     # -- helpers for categories ----------------------------------------------------------------
     @property

@@ -9,7 +9,8 @@ carries its source's id (`Candidate.source_id`), and a resumed run skips every s
 derived row already used.
 
 A category may also read rows it does not consume (`references`, e.g. the `character` rows whose
-cards `stylized_response` speaks with): those reach the instructor through `refer`.
+cards `stylized_response` speaks with): those reach the instructor through `refer` (`Instructor`;
+first-round categories that play cards, such as `gtkm`, read them the same way).
 
 Replies of the generating call hold the derived text between a ``LABEL:`` line and an ``END LABEL``
 line, so that a reply cut off at the token limit is told from a whole one; a reply that is only the
@@ -82,11 +83,6 @@ class Derived(Instructor):
         """The categories whose committed rows this category consumes."""
         return tuple(dict.fromkeys(self.params.source_categories))
 
-    @property
-    def references(self) -> tuple[str, ...]:
-        """The categories whose committed rows it reads without consuming them."""
-        return type(self.params).references
-
     def offer(self, row: SourceRow) -> None:
         """Hands over one source row for the next generating call."""
         self.hand.append(row)
@@ -95,9 +91,6 @@ class Derived(Instructor):
         """Whether a source row can be made into a row of this category (e.g. long enough); rows it
         cannot use are never offered."""
         return bool(row.response.strip())
-
-    def refer(self, row: SourceRow) -> None:  # noqa: B027 - optional hook
-        """Takes one committed row of a `references` category."""
 
     def missing(self) -> str | None:
         """Why no call can start though source rows are on hand (e.g. no character card yet); None

@@ -16,7 +16,9 @@ Each replica takes the source rows whose id falls in its share (`id mod replicas
 never use the same source; a source is used at most once: the rows this category committed carry
 their source's id (`source_id`), and those sources are skipped, also by a resumed run. Sources handed
 to calls that gave no row (rejected, failed) are not retried in this session; a later run retries
-them. Rows of `references` categories (read, never consumed) go to every replica.
+them. Rows of `references` categories (read, never consumed) go to every replica. A first-round
+category that plays character cards (`gtkm`, `rp`, `awareness`) has a feed of references only: its
+calls never wait for it, and the cards committed during the run join the ones it plays.
 
 `RowReader` does the I/O (run it off the event loop); `SourceFeed` keeps the state and hands source
 rows to the instructor, one per generating call (`reserve`). The rows on hand are kept in memory:
@@ -34,6 +36,7 @@ from typing import Any
 from instructflow.actors.core.exports import read_part
 from instructflow.actors.core.manifest import PartEntry, read_manifest
 from instructflow.actors.core.storage import Store
+from instructflow.instructors.base import Instructor
 from instructflow.instructors.derived import Derived, SourceRow
 
 log = logging.getLogger(__name__)
@@ -106,7 +109,7 @@ class FeedStats:
 class SourceFeed:
     """The source rows of one replica of a second-round category (see the module docstring)."""
 
-    def __init__(self, instructor: Derived, replica: int = 0, replicas: int = 1) -> None:
+    def __init__(self, instructor: Instructor, replica: int = 0, replicas: int = 1) -> None:
         self.instructor = instructor
         self.category = instructor.category
         self.sources = frozenset(instructor.sources)
@@ -162,16 +165,23 @@ class SourceFeed:
 
     def reserve(self) -> bool:
         """Hands the next source row to the instructor for one generating call, which must start
-        right after; False when none is on hand or the instructor cannot start a call yet."""
+        right after; False when none is on hand or the instructor cannot start a call yet. A
+        category that only reads `references` needs no source row: always True."""
+        if not isinstance(self.instructor, Derived):
+            return True
         while self.queue and self.queue[0].id in self.used:
             self.queue.popleft()
-        if not self.queue or self.instructor.missing() is not None:
+        if not self.queue or self.missing() is not None:
             return False
         row = self.queue.popleft()
         self.used.add(row.id)
         self.instructor.offer(row)
         self.handed += 1
         return True
+
+    def missing(self) -> str | None:
+        """Why no call can start though source rows are on hand (second-round categories only)."""
+        return self.instructor.missing() if isinstance(self.instructor, Derived) else None
 
     def failed(self, exc: BaseException) -> None:
         """Records a failure to read the output (the next poll tries again)."""
@@ -183,5 +193,5 @@ class SourceFeed:
     def stats(self) -> FeedStats:
         return FeedStats(
             seen=dict(self.seen), on_hand=len(self.queue), used=self.earlier, handed=self.handed,
-            unusable=self.unusable, missing=self.instructor.missing(), error=self.error,
+            unusable=self.unusable, missing=self.missing(), error=self.error,
         )

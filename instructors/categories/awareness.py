@@ -15,7 +15,7 @@ Without cards every row is plain.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -35,6 +35,8 @@ _ASPECTS = [
 
 
 class AwarenessParams(CategoryParams):
+    references: ClassVar[tuple[str, ...]] = ("character",)  # cards committed during the run are played too
+
     aspects: list[str] = Field(
         default_factory=lambda: list(_ASPECTS), min_length=1, description="what the questions are about, one per call"
     )

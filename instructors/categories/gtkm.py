@@ -1,7 +1,8 @@
 """`gtkm` ("get to know me"): long in-character question-and-answer transcripts about one character.
 
-The generating call takes a character (a card drawn from the run's cards; when the run has none the
-same call invents one, written as a card) and writes `batch_size` opening questions, each about a
+The generating call takes a character (a card drawn from the run's cards, including those of
+`character` rows committed while the run goes, read as `references`; while the run has none the same
+call invents one, written as a card) and writes `batch_size` opening questions, each about a
 different side of the character's life. Each admitted question is played out in one answer call as
 an interview transcript: the user asks, the character answers in the first person, for a drawn
 number of questions (`min_turns`..`max_turns`). `conversation.py` reads and cleans it; the row is a
@@ -11,7 +12,7 @@ assistant messages. A transcript that breaks format is rejected with a named rea
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -28,6 +29,8 @@ _USER_ALIASES = ["Interviewer", "Question", "Q", "You", "Me", "Host", "Reporter"
 
 
 class GtkmParams(CategoryParams):
+    references: ClassVar[tuple[str, ...]] = ("character",)  # cards committed during the run are played too
+
     batch_size: int = Field(3, ge=1, le=20, description="opening questions asked for in one generating call")
     min_turns: int = Field(
         6, ge=1, le=60, description="least questions a kept transcript has (fewer is rejected)"

@@ -14,7 +14,7 @@ named reason (`conversation.REASONS`).
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,6 +41,8 @@ _SETTINGS = [
 
 
 class RpParams(CategoryParams):
+    references: ClassVar[tuple[str, ...]] = ("character",)  # cards committed during the run are played too
+
     batch_size: int = Field(2, ge=1, le=10, description="scenes set up in one generating call")
     min_characters: int = Field(2, ge=2, le=4, description="least characters in a scene")
     max_characters: int = Field(3, ge=2, le=4, description="most characters in a scene")

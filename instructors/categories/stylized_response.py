@@ -45,16 +45,6 @@ class StylizedResponse(Derived):
     variables = frozenset({"instruction", "answer", "name", "character"})
     params: StylizedResponseParams
 
-    def __init__(self, params: StylizedResponseParams, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self._known = {card.key for card in self.cards}
-
-    def refer(self, row: SourceRow) -> None:
-        card = Card.from_text(row.response)
-        if card is not None and card.key not in self._known:
-            self._known.add(card.key)
-            self.cards.append(card)
-
     def missing(self) -> str | None:
         if self.cards:
             return None

@@ -110,6 +110,28 @@ def test_stylized_waits_for_a_card_and_takes_cards_from_committed_character_rows
     assert feed.reserve() and feed.stats().missing is None and instr.cards[0].name == "Mabel Thornbury"
 
 
+def test_a_card_playing_category_plays_cards_committed_during_the_run_without_waiting(tmp_path: Path) -> None:
+    """gtkm consumes nothing: its calls never wait for the feed (it invents a card while it has none),
+    and a `character` row committed during the run becomes a card it plays in the same run."""
+    _, references = load_rows(PROMPTS_DIR / "stylized_response.sources.yaml")
+    cls = get_instructor("gtkm")
+    instr = cls(cls.Params(count=2), rng=random.Random(0))
+    writer = PartWriter(str(tmp_path))
+    feed, read = feed_over(tmp_path, instr)
+    assert feed.categories == {"character", "gtkm"}
+    feed.admit(read())
+    assert feed.reserve() and instr.choose()["card"] is None  # no card yet: the call invents one
+    card = references[0]
+    row = Candidate(category="character", instruction=card.instruction, response=card.response)
+    writer.add([row, Candidate(category="general", instruction="Name a bird.", response="A wren.")])
+    writer.flush()
+    feed.admit(read())
+    feed.admit(read())  # each part is read once: the card is not added twice
+    assert [c.name for c in instr.cards] == ["Mabel Thornbury"]
+    assert feed.reserve() and instr.choose()["card"]["name"] == "Mabel Thornbury"
+    assert feed.stats().seen == {"character": 1} and feed.stats().missing is None
+
+
 class Proofreader:
     """Answers an editor prompt as the stub teacher does; declines every `decline`-th call."""
 
