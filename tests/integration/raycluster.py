@@ -17,7 +17,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
+def stop_group(proc: subprocess.Popen, grace_s: float = 3) -> None:
     """SIGTERM to the process group of `proc`, then SIGKILL if it is still there after `grace_s`."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
         try:
