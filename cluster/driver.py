@@ -381,11 +381,30 @@ def _wait_for(topo: Topology, which: Callable[[str], bool], deadline: float) -> 
             return
 
 
+def check_key(config: Config) -> None:
+    """Asks the teacher's `/models` (free) whether it takes the key, before Ray and the actors start:
+    a wrong key stops the run in a second, not after the start-up. Anything but a refusal (no such
+    endpoint, unreachable) is left to the run, whose client retries and names what fails."""
+    from instructflow.cluster.probe import key_refused
+
+    teacher = config.teacher
+    if teacher.kind != "openai" or not teacher.api_key_env or not teacher.base_url:
+        return
+    status = key_refused(teacher.base_url, teacher.api_key_env, timeout_s=min(teacher.timeout_s, 10.0))
+    if status is not None:
+        what = "rejected the API key" if status == 401 else "refused access with this API key"
+        raise RunError(
+            f"the teacher at {teacher.base_url} {what} (HTTP {status}, asked at /models before the run "
+            f"started); check the environment variable {teacher.api_key_env}"
+        )
+
+
 def run(config: Config, address: str | None = None, *, allow_config_change: bool = False) -> Progress:
     """Runs one generation job to completion (or drain) and returns the final progress."""
     import ray
 
     inputs_pii = preflight(config)
+    check_key(config)
     out = OutputDir.open(config, allow_config_change=allow_config_change)
     display = Display(config, mode=config.run.display)
     display.note(f"run {config.run_id}: starting Ray and {actor_count(config)} actors")

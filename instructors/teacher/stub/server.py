@@ -184,6 +184,7 @@ class StubTeacher:
             self._prompt_tokens = 0
             self._completion_tokens = 0
             self._grammars = 0  # requests whose body carried a `grammar` (accepted, replies unchanged)
+            self._models_asked = 0  # GET /v1/models (free: not in `requests`)
 
     def stats(self) -> dict[str, Any]:
         """Requests, counts by HTTP status and injected fault, concurrency and tokens served."""
@@ -198,6 +199,7 @@ class StubTeacher:
                 "completion_tokens": self._completion_tokens,
                 "tokens": self._prompt_tokens + self._completion_tokens,
                 "grammar_requests": self._grammars,
+                "models_requests": self._models_asked,
                 "batch": self.batches.stats(),
             }
 
@@ -267,6 +269,11 @@ class StubTeacher:
 
     # -- HTTP handlers ---------------------------------------------------------------------------
     async def _models(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self._models_asked += 1
+        key = self._faults.require_api_key
+        if key is not None and request.headers.get("Authorization", "") != f"Bearer {key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error")
         model = {"id": "stub-teacher", "object": "model", "created": 0, "owned_by": "instructflow"}
         return web.json_response({"object": "list", "data": [model]})
 

@@ -88,3 +88,27 @@ def test_doctor_fails_an_output_location_that_cannot_be_written(tmp_path, capsys
     said = capsys.readouterr().out
     assert code == 1 and f"FAIL  output           {blocker / 'out'}: {blocker} is not a writable directory" in said, said
     assert "ok    teacher weights" in said  # the quickstart's embedded model: its checksum is checked
+
+
+def test_a_run_checks_the_key_at_models_before_it_starts(stub, tmp_path, monkeypatch):
+    """A refused key stops `generate` before Ray starts (no paid call); a key the server takes, and a
+    server that cannot be asked, let the run go on to its own checks."""
+    from instructflow.cluster.driver import RunError, check_key
+    from instructflow.cluster.probe import key_refused
+    from instructflow.config import parse_config
+
+    monkeypatch.setenv("RIGHT_KEY", KEY)
+    monkeypatch.setenv("WRONG_KEY", "sk-wrong-key-0000")
+    assert key_refused(stub.base_url, "RIGHT_KEY") is None
+    assert key_refused(stub.base_url, "WRONG_KEY") == 401
+    assert key_refused(_free_url(), "WRONG_KEY") is None  # unreachable: the run's client says so later
+
+    data = {"run": {"output_dir": str(tmp_path / "out")}, "categories": {"general": {"count": 1}},
+            "teacher": {"base_url": stub.base_url, "model": "stub-teacher", "api_key_env": "WRONG_KEY"}}
+    before = stub.stats()
+    with pytest.raises(RunError, match=r"rejected the API key \(HTTP 401.*check the environment variable WRONG_KEY"):
+        check_key(parse_config(yaml.safe_dump(data)))
+    after = stub.stats()
+    assert after["requests"] == before["requests"] and after["models_requests"] == before["models_requests"] + 1
+    data["teacher"]["api_key_env"] = "RIGHT_KEY"
+    check_key(parse_config(yaml.safe_dump(data)))
