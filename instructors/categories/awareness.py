@@ -4,8 +4,8 @@ character.
 One generating call asks for `batch_size` questions about one aspect (where the assistant is, what
 time it is, what it can sense, ...). Each question becomes a plain row: answered as the assistant
 really is (no body, no senses, no clock; `prompts/awareness.response.j2`), with the category's
-system prompt. When the run has character cards (`Instructor.cards`: the user's `characters.dir` and
-the run's `<output>/characters/`), a share of the questions (`in_character_share`) also becomes an
+system prompt. When the run has character cards (`Instructor.cards`: the user's `characters.dir`, the
+run's `<output>/characters/`, and the cards of `character` rows committed while it runs), a share of the questions (`in_character_share`) also becomes an
 in-character row: the same question with a drawn card's system prompt (`Card.system_prompt`),
 answered by the teacher under that system prompt, so the row holds exactly what produced it. The two
 rows of a question share `meta["group"]`: the novelty stage does not compare them with each other

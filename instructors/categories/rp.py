@@ -1,5 +1,6 @@
 """`rp`: multi-character role play. The generating call sets up scenes for a cast of 2-4 characters
-(drawn from the run's character cards, or invented in the same call when the run has too few) and
+(drawn from the run's character cards, those of `character` rows committed during the run included,
+or invented in the same call when the run has too few) and
 writes the user's opening line of each; each admitted scene is then played out in one answer call as
 a `Name: text` transcript of a drawn number of turns, read and cleaned by `conversation.py`.
 
