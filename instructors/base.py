@@ -236,14 +236,22 @@ class Instructor:
 
     async def respond(self, candidate: Candidate, teacher: Teacher) -> Candidate | None:
         """Fills in the response of a candidate that passed the novelty check, or returns None."""
-        if self.response_template is not None:
-            values = {**self.common_values(), **self.response_values(candidate)}
-            prompt = self.response_template.render(values)
-            grammar = self.grammar("respond", values)
-            reply = await self.ask_answer(teacher, prompt, "respond", candidate, self.system, grammar=grammar)
-            candidate.add_template(self.response_template.digest)
-        else:
-            reply = await self.ask_answer(teacher, candidate.instruction, "respond", candidate, candidate.system)
+        if self.response_template is None:
+            return await self.respond_as_asked(candidate, teacher)
+        values = {**self.common_values(), **self.response_values(candidate)}
+        prompt = self.response_template.render(values)
+        grammar = self.grammar("respond", values)
+        reply = await self.ask_answer(teacher, prompt, "respond", candidate, self.system, grammar=grammar)
+        candidate.add_template(self.response_template.digest)
+        return self._answered(reply, candidate)
+
+    async def respond_as_asked(self, candidate: Candidate, teacher: Teacher) -> Candidate | None:
+        """Answers the instruction exactly as the row holds it (under the row's system prompt), with no
+        response template: the row is then what produced its answer."""
+        reply = await self.ask_answer(teacher, candidate.instruction, "respond", candidate, candidate.system)
+        return self._answered(reply, candidate)
+
+    def _answered(self, reply: Reply, candidate: Candidate) -> Candidate | None:
         text = self.parse_response(reply.text, candidate)
         if not text:
             return None

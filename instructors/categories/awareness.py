@@ -79,10 +79,4 @@ class Awareness(TaskList):
         if "card" not in candidate.meta:
             return await super().respond(candidate, teacher)
         # In character: the question as it is, under the card's system prompt, as the row holds it.
-        reply = await self.ask_answer(teacher, candidate.instruction, "respond", candidate, candidate.system)
-        text = self.parse_response(reply.text, candidate)
-        if not text:
-            return None
-        candidate.response = text
-        candidate.model = reply.model
-        return candidate
+        return await self.respond_as_asked(candidate, teacher)
