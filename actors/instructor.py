@@ -33,7 +33,8 @@ class InstructorActor:
         output_uri: str | None = None, cards: list[Card] | None = None,
     ) -> None:
         """`names`: actor names of the ``novelty``, ``judge`` and own ``answer`` queues, the
-        ``ledger`` and the ``writer`` (found by name, so that a restart can always rebuild).
+        ``ledger``, the novelty ``gate`` and the ``writer`` (found by name, so that a restart can
+        always rebuild).
         `output_uri`: the run's output location (batch mode records its batches there).
         `cards`: the character cards the category may play (loaded once by the driver)."""
         from instructflow.actors.teacher import make_teacher
@@ -46,6 +47,7 @@ class InstructorActor:
         )
         self.category = category
         self.writer = ray.get_actor(names["writer"])
+        self.gate = ray.get_actor(names["gate"])
         self.teacher = make_teacher(config.teacher, base_url, scope=config.run_id, output_uri=output_uri)
         novelty, answers, judge, ledger = (ray.get_actor(names[k]) for k in ("novelty", "answer", "judge", "ledger"))
 
@@ -106,6 +108,7 @@ class InstructorActor:
             # Awaited: the driver closes the writer once this returns, and letters arriving after
             # the close would never be written.
             await self.writer.call.remote("log_dead_letters", letters)
+        self._release_unanswered()
         return self.producer.outcome
 
     def steer(self, generate_cap: int, answer_cap: int) -> None:
@@ -122,8 +125,15 @@ class InstructorActor:
         if letters:
             self.writer.call.remote("log_dead_letters", letters)
 
+    def _release_unanswered(self) -> None:
+        # Fire and forget, batched per stats tick: a lost release costs a little novelty, not a row.
+        keys = self.producer.take_unanswered()
+        if keys:
+            self.gate.release.remote(keys)
+
     def stats(self) -> ProducerStats:
         self._ship_dead_letters()
+        self._release_unanswered()
         stats = self.producer.stats()
         stats.teacher = self.teacher.stats()
         return stats

@@ -60,6 +60,11 @@ class ShardActor:
     async def contents(self) -> tuple[str, list[str], np.ndarray]:
         return await self.core.contents()
 
+    async def remove(self, keys: list[str]) -> tuple[str, int]:
+        answer = await self.core.remove(keys)
+        metrics.set_gauge("novelty_vectors", answer[1], shard=str(self.shard))
+        return answer
+
 
 class _RemoteShard:
     """A `ShardActor` as the gate's `ShardClient`."""
@@ -78,6 +83,9 @@ class _RemoteShard:
 
     async def contents(self) -> tuple[str, list[str], np.ndarray]:
         return await self.handle.contents.remote()
+
+    async def remove(self, keys: list[str]) -> tuple[str, int]:
+        return await self.handle.remove.remote(keys)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -99,6 +107,9 @@ class GateActor:
 
     async def admit(self, keys: list[str], vectors: np.ndarray, groups: list[str | None] | None = None) -> list[Decision]:
         return await self.core.admit(keys, vectors, groups)
+
+    async def release(self, keys: list[str]) -> int:
+        return await self.core.release(keys)
 
     async def stats(self) -> GateStats:
         return await self.core.stats()

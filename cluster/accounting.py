@@ -58,6 +58,7 @@ class Progress:
     completion_tokens: int = 0
     outcomes: list[str] = field(default_factory=list)  # why instructors ended early
     vectors: int = 0
+    released: int = 0  # admitted vectors taken out of the index: their instruction made no row
     lost: Counter[str] = field(default_factory=Counter)  # estimated while running, exact once drained
     given_up: dict[str, str] = field(default_factory=dict)  # category -> why it was stopped
     inputs_scrubbed: Counter[str] = field(default_factory=Counter)  # PII in topics and seed files, per entity

@@ -99,7 +99,8 @@ class Display:
         stats.add_row("cost", Cost.of(p, self._new_committed(p)).line())
         stats.add_row("rows/s", _rate(self._new_rows(p), elapsed))
         stats.add_row("queues", "  ".join(f"{k} {v}" for k, v in p.queue_depths.items()))
-        stats.add_row("index", f"{p.vectors:,} vectors")
+        released = f" ({p.released:,} released: their answer made no row)" if p.released else ""
+        stats.add_row("index", f"{p.vectors:,} vectors{released}")
         if p.books.scrubbed or p.inputs_scrubbed:
             stats.add_row("pii", self._pii(p))
         if p.rejects:

@@ -75,6 +75,7 @@ def build(
     queues = {q: named(QueueActor, f"queue:{q}").remote(q, size) for q, size in GRAPH.queues(config).items()}
     names = {q: actor_name(config, f"queue:{q}") for q in queues}
     names["ledger"] = actor_name(config, "ledger")
+    names["gate"] = actor_name(config, "gate")
     names["rejects"] = names["writer_stage"] = actor_name(config, "writer:0")
     # The books and the novelty gate live on the driver's node: a run cannot outlive that node
     # anyway, and a worker node that dies then never takes the run's counts with it, nor the gate
@@ -225,6 +226,7 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
     got = {k: v if k in ("books", "limiter") else ray.get(v, timeout=timeout) for k, v in refs.items()}
     p = Progress(targets={n: p.count for n, p in config.categories.items()}, books=got["books"])
     p.vectors = got["gate"].vectors
+    p.released = got["gate"].released
     if got["limiter"] is not None:
         try:
             spent = ray.get(got["limiter"], timeout=timeout)

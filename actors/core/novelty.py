@@ -47,6 +47,11 @@ class NoveltyShard:
         if len(vectors):
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
+    def remove(self, positions: Sequence[int]) -> None:
+        """Removes the vectors at `positions`; the others keep their order."""
+        if len(positions):
+            self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(positions, dtype=np.int64)))
+
     def vectors(self) -> np.ndarray:
         """Every stored vector, in insertion order (n x dim float32)."""
         if len(self) == 0:
@@ -109,6 +114,7 @@ class ShardClient(Protocol):
     async def add(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]: ...
     async def reset(self, vectors: np.ndarray, keys: list[str]) -> tuple[str, int]: ...
     async def contents(self) -> tuple[str, list[str], np.ndarray]: ...
+    async def remove(self, keys: list[str]) -> tuple[str, int]: ...
 
 
 class LocalShard:
@@ -135,12 +141,20 @@ class LocalShard:
     async def contents(self) -> tuple[str, list[str], np.ndarray]:
         return self.generation, list(self.keys), self.index.vectors()
 
+    async def remove(self, keys: list[str]) -> tuple[str, int]:
+        gone = set(keys)
+        positions = [i for i, key in enumerate(self.keys) if key in gone]
+        self.index.remove(positions)
+        self.keys = [key for key in self.keys if key not in gone]
+        return self.generation, len(self.index)
+
 
 @dataclass
 class GateStats:
     vectors: int
     shard_sizes: list[int]
     refills: int
+    released: int = 0  # admitted vectors taken out again: their instruction made no row (`Gate.release`)
 
 
 class Gate:
@@ -160,6 +174,7 @@ class Gate:
         self.ledger = ShardLedger(len(self.shards))
         self.lock = asyncio.Lock()
         self.refills = 0
+        self.released = 0
         self.adopted = False
 
     async def _adopt(self) -> None:
@@ -215,11 +230,33 @@ class Gate:
                 self.ledger.generations[s] = self.ledger.generations[s] or generation
         return decisions
 
+    async def release(self, keys: Sequence[str]) -> int:
+        """Takes admitted instructions that will make no row (their answer failed, was cut off or was
+        rejected by their category) out of the index, so that they block no later near-duplicate:
+        the only copy of them the run keeps is in the rejects log. Their keys stay seen, so the very
+        same instruction is still an exact duplicate. Returns how many vectors were removed."""
+        gone = set(keys)
+        removed = 0
+        async with self.lock:
+            await self._adopt()
+            for s in range(len(self.shards)):
+                dropped = self.ledger.drop(s, gone)
+                if not dropped:
+                    continue
+                removed += dropped
+                generation, _ = await self.shards[s].remove(sorted(gone))
+                if self.ledger.stale(s, generation):
+                    self.refills += 1
+                    await self._refill(s)  # restarted empty meanwhile: load what remains
+                self.ledger.generations[s] = self.ledger.generations[s] or generation
+            self.released += removed
+        return removed
+
     async def stats(self) -> GateStats:
         async with self.lock:
             await self._adopt()  # the driver asks every tick: a restarted gate adopts at once
         sizes = [self.ledger.size(s) for s in range(len(self.shards))]
-        return GateStats(vectors=sum(sizes), shard_sizes=sizes, refills=self.refills)
+        return GateStats(vectors=sum(sizes), shard_sizes=sizes, refills=self.refills, released=self.released)
 
 
 Encode = Callable[[list[str]], Awaitable[np.ndarray]]
@@ -310,6 +347,17 @@ class ShardLedger:
             self.ids[shard].extend(keys)
             self.vectors[shard].append(np.asarray(vectors, dtype=np.float32))
             self.seen.update(keys)
+
+    def drop(self, shard: int, keys: set[str]) -> int:
+        """Forgets the vectors of `keys` in `shard` (their keys stay in `seen`); returns how many."""
+        ids = self.ids[shard]
+        keep = [i for i, key in enumerate(ids) if key not in keys]
+        if len(keep) == len(ids):
+            return 0
+        vectors = np.concatenate(self.vectors[shard])[keep] if keep else np.zeros((0, 0), dtype=np.float32)
+        self.ids[shard] = [ids[i] for i in keep]
+        self.vectors[shard] = [vectors] if keep else []
+        return len(ids) - len(keep)
 
     def contents(self, shard: int, dim: int) -> tuple[list[str], np.ndarray]:
         if not self.vectors[shard]:

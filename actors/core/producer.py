@@ -119,6 +119,9 @@ class Producer:
         self.answering = 0
         self.failures: Counter[str] = Counter()  # failed teacher calls by reason
         self.dead_letters: list[dict[str, Any]] = []
+        # Ids of admitted instructions whose answer made no row: the shell hands them to the novelty
+        # gate (`Gate.release`), so that they block no later near-duplicate.
+        self.unanswered: list[str] = []
 
     @property
     def batch_size(self) -> int:
@@ -280,17 +283,20 @@ class Producer:
             except ReplyTruncated as exc:  # the answer stopped at max_tokens and was not (fully) continued
                 if cand.response is None:  # the cut answer, for whoever reads the rejects log
                     cand.response = exc.text or None
+                self._unanswered(cand)
                 await self._reject(cand, TRUNCATED)
                 return
             except CandidateRejected as exc:  # the answer came back but cannot make a row
                 if cand.response is None:
                     cand.response = exc.text or None
                 cand.meta["reject_detail"] = exc.detail or None
+                self._unanswered(cand)
                 await self._reject(cand, exc.reason)
                 return
             if answered is None:  # failed for good, or cut off by the budget or a fatal error
                 reason = self.outcome.partition(":")[0] if self.outcome else "no_response"
                 self.on_event("reject", 1, "generate", reason)
+                self._unanswered(cand)
                 await self._drop([cand], reason)
                 return
             self.on_event("generated", 1, "generated", None)
@@ -366,6 +372,15 @@ class Producer:
             "instruction": cand.instruction if cand else None,
             "at": time.time(),
         })
+
+    def _unanswered(self, cand: Candidate) -> None:
+        if cand.source_id is None:  # second-round rows never enter the index
+            self.unanswered.append(cand.id)
+
+    def take_unanswered(self) -> list[str]:
+        """Ids of admitted instructions that made no row since the last call (see `unanswered`)."""
+        taken, self.unanswered = self.unanswered, []
+        return taken
 
     def take_dead_letters(self) -> list[dict[str, Any]]:
         taken, self.dead_letters = self.dead_letters, []

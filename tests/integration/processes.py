@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 NAMESPACE = "instructflow"
@@ -56,6 +57,28 @@ def kill_run(proc: subprocess.Popen) -> None:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)  # polling, bounded by the deadline
     proc.wait(30)
+
+
+def run_cli(argv: list[str], log_path: Path, deadline_s: float,
+            kill_when: Callable[[], bool] | None = None) -> tuple[int, str]:
+    """Runs the CLI (`argv`, in a session of its own) to its end, or SIGKILLs the whole run
+    (`kill_run`) as soon as `kill_when()` holds. Returns the exit code (-9 when killed) and the
+    output; fails when the CLI runs past `deadline_s`."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=cli_env(), start_new_session=True)
+        try:
+            deadline = time.monotonic() + deadline_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                if kill_when is not None and kill_when():
+                    kill_run(proc)
+                    break
+                time.sleep(0.02)  # polling, bounded by the deadline
+        finally:
+            timed_out = proc.poll() is None
+            kill_run(proc)
+    output = log_path.read_text()
+    assert not timed_out, f"the CLI ran past {deadline_s:.0f} s:\n{output[-3000:]}"
+    return proc.returncode, output
 
 
 def gcs_address(sid: int) -> str | None:

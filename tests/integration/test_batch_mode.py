@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import yaml
 from instructflow.instructors.teacher.batch import BATCH_DIR
 from tests.integration.conftest import stub_config
 from tests.integration.dataset_checks import check_dataset, committed_rows
-from tests.integration.processes import cli_env, command, kill_run
+from tests.integration.processes import command, run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -43,25 +41,11 @@ def pending(out: Path) -> bool:
     return "batch" in kinds and not kinds & {"end", "used"}
 
 
-def run_cli(config: Path, log_path: Path, kill_when_pending: bool) -> tuple[int, str]:
+def run_batch_cli(config: Path, log_path: Path, kill_when_pending: bool) -> tuple[int, str]:
     """Runs the CLI to its end, or SIGKILLs its whole session once a batch is pending.
     Returns the exit code (-9 when killed) and its output."""
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command(config), stdout=log, stderr=subprocess.STDOUT,
-                                env=cli_env(), start_new_session=True)
-        try:
-            deadline = time.monotonic() + RUN_DEADLINE_S
-            while proc.poll() is None and time.monotonic() < deadline:
-                if kill_when_pending and pending(config.parent / "out"):
-                    kill_run(proc)
-                    break
-                time.sleep(0.02)  # polling the journal, bounded by the deadline
-        finally:
-            timed_out = proc.poll() is None
-            kill_run(proc)
-    output = log_path.read_text()
-    assert not timed_out, f"the CLI ran past {RUN_DEADLINE_S:.0f} s:\n{output[-3000:]}"
-    return proc.returncode, output
+    when = (lambda: pending(config.parent / "out")) if kill_when_pending else None
+    return run_cli(command(config), log_path, RUN_DEADLINE_S, kill_when=when)
 
 
 def batch_line(summary: str) -> dict[str, int]:
@@ -89,12 +73,12 @@ def test_a_killed_run_reattaches_to_its_pending_batch(stub_teacher, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        rc, first = run_cli(config, tmp_path / "cli-0.log", kill_when_pending=True)
+        rc, first = run_batch_cli(config, tmp_path / "cli-0.log", kill_when_pending=True)
         assert rc == -9, f"the run ended by itself (exit {rc}) before a batch was pending:\n{first[-3000:]}"
         assert committed_rows(out) == 0
         sent = sum(len(r["ids"]) for r in records(out) if r["kind"] == "submit")
         assert sent > 0
-        rc, rerun = run_cli(config, tmp_path / "cli-1.log", kill_when_pending=False)
+        rc, rerun = run_batch_cli(config, tmp_path / "cli-1.log", kill_when_pending=False)
     finally:
         stub_teacher.set_faults(batch_window_s=1.0)
     assert rc == 0, rerun[-3000:]

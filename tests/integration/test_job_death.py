@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import instructflow.instructors.categories  # noqa: F401  (registers the categor
 from instructflow.config import load_config
 from tests.integration.conftest import stub_config
 from tests.integration.dataset_checks import check_dataset, committed_rows, sha256_of_parts
-from tests.integration.processes import cli_env, command, kill_run
+from tests.integration.processes import cli_env, command, run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -48,26 +47,14 @@ class Story:
     final_rc: int | None = None
 
 
-def run_cli(story: Story, *extra: str, kill_at_rows: int | None = None) -> int:
+def run_story_cli(story: Story, *extra: str, kill_at_rows: int | None = None) -> int:
     """Runs the CLI; with `kill_at_rows`, SIGKILLs the whole run once the manifest lists that many rows.
     Returns the exit code (-9 when killed). Its output is appended to `story.logs`."""
+    when = (lambda: committed_rows(story.out) >= kill_at_rows) if kill_at_rows is not None else None
     log_path = story.out.parent / f"cli-{len(story.logs)}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command(story.config, *extra), stdout=log, stderr=subprocess.STDOUT,
-                                env=cli_env(), start_new_session=True)
-        try:
-            deadline = time.monotonic() + RUN_DEADLINE_S
-            while proc.poll() is None and time.monotonic() < deadline:
-                if kill_at_rows is not None and committed_rows(story.out) >= kill_at_rows:
-                    kill_run(proc)
-                    break
-                time.sleep(0.02)  # polling the manifest, bounded by the deadline
-        finally:
-            timed_out = proc.poll() is None
-            kill_run(proc)
-    story.logs.append(log_path.read_text())
-    assert not timed_out, f"the CLI ran past {RUN_DEADLINE_S:.0f} s:\n{story.logs[-1][-3000:]}"
-    return proc.returncode
+    rc, output = run_cli(command(story.config, *extra), log_path, RUN_DEADLINE_S, kill_when=when)
+    story.logs.append(output)
+    return rc
 
 
 def plant_orphans(out: Path, point: str) -> list[Path]:
@@ -104,12 +91,12 @@ def story(slow_stub, tmp_path_factory) -> Story:
     story = Story(base / "out", base / "run.yaml")
     story.config.write_text(yaml.safe_dump(data, sort_keys=False))
     for point, rows in KILL_AT.items():
-        rc = run_cli(story, kill_at_rows=rows)
+        rc = run_story_cli(story, kill_at_rows=rows)
         assert rc == -signal.SIGKILL, f"the run ended by itself (exit {rc}) before {point}:\n{story.logs[-1][-3000:]}"
         story.killed_at[point] = committed_rows(story.out)
         story.parts_at[point] = sha256_of_parts(story.out)
         story.planted += plant_orphans(story.out, point)
-    story.final_rc = run_cli(story)
+    story.final_rc = run_story_cli(story)
     print(f"rows committed at each kill: {story.killed_at}")  # shown with -s or on failure
     return story
 
@@ -172,7 +159,7 @@ def test_changed_config_resumes_when_allowed(story):
     before = sha256_of_parts(story.out)
     old = load_config(story.config).run_id
     grown = {**TARGETS, "general": TARGETS["general"] + 4}
-    rc = run_cli(story, "--set", f"categories.general.count={grown['general']}", "--allow-config-change")
+    rc = run_story_cli(story, "--set", f"categories.general.count={grown['general']}", "--allow-config-change")
     assert rc == 0, story.logs[-1][-3000:]
     assert resumed_rows(story.logs[-1]) == TOTAL
     assert {name: sha256_of_parts(story.out).get(name) for name in before} == before

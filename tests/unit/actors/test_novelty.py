@@ -99,6 +99,30 @@ def test_seed_loads_committed_rows_without_checks():
     assert [d.reason for d in asyncio.run(main())] == [EXACT, NEAR]
 
 
+def test_released_instructions_block_no_later_near_duplicate_but_stay_exact_duplicates():
+    """An admitted instruction whose answer made no row is taken out of the index (ledger and
+    shard); its near-duplicate is admitted later, the very same key is still an exact duplicate,
+    the others are untouched, and a restarted gate or shard agrees."""
+    shards = [LocalShard(2), LocalShard(2)]
+    g = Gate(shards, 0.9, 2)
+
+    async def main():
+        await g.admit(["a", "b", "c"], unit([1, 0], [0, 1], [1, 1]))
+        assert await g.release(["a", "unknown"]) == 1
+        assert await g.release([]) == 0
+        later = await g.admit(["a", "a2", "b2"], unit([1, 0], [1, 0.02], [0.02, 1]))
+        fresh_gate = Gate(shards, 0.9, 2)  # adopts what the shards hold after the release
+        again = await fresh_gate.admit(["a3"], unit([1, 0.03]))
+        return later, again, await g.stats()
+
+    later, again, stats = asyncio.run(main())
+    assert [d.reason for d in later] == [EXACT, None, NEAR]  # a2 passes now that a is gone
+    assert [d.reason for d in again] == [NEAR]  # a2 holds that place now
+    assert stats.released == 1 and stats.vectors == 3  # b, c, a2
+    assert sorted(k for shard in shards for k in shard.keys) == ["a2", "b", "c"]
+    assert sum(len(shard.index) for shard in shards) == 3
+
+
 def test_gate_refills_a_shard_that_restarted_empty_and_a_new_gate_adopts_the_shards():
     shards = [LocalShard(2), LocalShard(2)]
     g = Gate(shards, 0.9, 2)

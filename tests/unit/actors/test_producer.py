@@ -100,6 +100,10 @@ def test_admitted_candidates_are_answered_and_forwarded():
     letters = producer.take_dead_letters()
     assert letters[0]["reason"] == "server_error" and letters[0]["call"] == "respond"
     assert out[0].prompt_tokens == 10 + 20  # share of the generating call plus the answer call
+    # The instruction whose answer failed is handed back for the novelty gate to release, once.
+    answered = {c.id for c in out}
+    (unanswered,) = producer.take_unanswered()
+    assert unanswered not in answered and producer.take_unanswered() == []
 
 
 def test_budget_and_fatal_errors_end_the_loops_with_an_outcome():
