@@ -108,7 +108,9 @@ class InstructorActor:
             # Awaited: the driver closes the writer once this returns, and letters arriving after
             # the close would never be written.
             await self.writer.call.remote("log_dead_letters", letters)
-        self._release_unanswered()
+        keys = self.producer.take_unanswered()
+        if keys:  # awaited too: the driver's last look at the gate comes after this returns
+            await self.gate.release.remote(keys)
         return self.producer.outcome
 
     def steer(self, generate_cap: int, answer_cap: int) -> None:

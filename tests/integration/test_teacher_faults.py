@@ -124,6 +124,9 @@ def test_storm_of_teacher_faults(ray_local, stub, tmp_path, capsys):
     assert "summary (complete)" in summary
     assert f"5xx {progress.requests['5xx']}" in summary
     assert progress.truncated == progress.rejects["instructor:truncated"]  # only answers run past the cap here
+    # Their instructions (and those of answers that failed for good) left the novelty index again.
+    assert progress.released >= progress.rejects["instructor:truncated"]
+    assert f"({progress.released} released: their answer made no row)" in summary
     assert f"(retried {progress.retries}, cut at max_tokens {progress.truncated})" in summary
     assert f"server_error {progress.failures['server_error']}" in summary  # the failed calls row
 
