@@ -384,18 +384,17 @@ def _wait_for(topo: Topology, which: Callable[[str], bool], deadline: float) -> 
 def check_key(config: Config) -> None:
     """Asks the teacher's `/models` (free) whether it takes the key, before Ray and the actors start:
     a wrong key stops the run in a second, not after the start-up. Anything but a refusal (no such
-    endpoint, unreachable) is left to the run, whose client retries and names what fails."""
+    endpoint, unreachable, a 403 from a key restricted to some endpoints) is left to the run, whose
+    client retries and names what fails."""
     from instructflow.cluster.probe import key_refused
 
     teacher = config.teacher
     if teacher.kind != "openai" or not teacher.api_key_env or not teacher.base_url:
         return
-    status = key_refused(teacher.base_url, teacher.api_key_env, timeout_s=min(teacher.timeout_s, 10.0))
-    if status is not None:
-        what = "rejected the API key" if status == 401 else "refused access with this API key"
+    if key_refused(teacher.base_url, teacher.api_key_env, timeout_s=min(teacher.timeout_s, 10.0)):
         raise RunError(
-            f"the teacher at {teacher.base_url} {what} (HTTP {status}, asked at /models before the run "
-            f"started); check the environment variable {teacher.api_key_env}"
+            f"the teacher at {teacher.base_url} rejected the API key (HTTP 401, asked at /models before "
+            f"the run started); check the environment variable {teacher.api_key_env}"
         )
 
 

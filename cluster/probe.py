@@ -58,18 +58,18 @@ def list_models(base_url: str, api_key_env: str | None, timeout_s: float = 10.0)
     return [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]
 
 
-def key_refused(base_url: str, api_key_env: str, timeout_s: float = 10.0) -> int | None:
-    """The HTTP status (401 or 403) when `GET {base_url}/models` refuses the key in `api_key_env`;
-    None when it does not (accepted, or the check could not tell: no such endpoint, unreachable,
-    slow). Costs no tokens, so a run can ask before it starts Ray."""
+def key_refused(base_url: str, api_key_env: str, timeout_s: float = 10.0) -> bool:
+    """True when `GET {base_url}/models` answers 401 to the key in `api_key_env` (a wrong or revoked
+    key); False otherwise: accepted, or the check cannot tell (no such endpoint, unreachable, slow,
+    or 403, which a key restricted to some endpoints gets for the model list while it may still
+    chat). Costs no tokens, so a run can ask before it starts Ray."""
     try:
         list_models(base_url, api_key_env, timeout_s=timeout_s)
     except httpx.HTTPStatusError as exc:
-        status = exc.response.status_code
-        return status if status in (401, 403) else None
+        return exc.response.status_code == 401
     except (httpx.HTTPError, ValueError):
-        return None
-    return None
+        return False
+    return False
 
 
 def probe(base_url: str, model: str | None, api_key_env: str | None, timeout_s: float = 30.0) -> Probe:
