@@ -354,9 +354,8 @@ class ShardLedger:
         keep = [i for i, key in enumerate(ids) if key not in keys]
         if len(keep) == len(ids):
             return 0
-        vectors = np.concatenate(self.vectors[shard])[keep] if keep else np.zeros((0, 0), dtype=np.float32)
+        self.vectors[shard] = [np.concatenate(self.vectors[shard])[keep]] if keep else []
         self.ids[shard] = [ids[i] for i in keep]
-        self.vectors[shard] = [vectors] if keep else []
         return len(ids) - len(keep)
 
     def contents(self, shard: int, dim: int) -> tuple[list[str], np.ndarray]:
