@@ -56,7 +56,7 @@ class InstructorActor:
         to_novelty: Coalescer[Any] = Coalescer(lambda items: novelty.put_batch.remote(items))
         to_judge: Coalescer[Candidate] = Coalescer(lambda items: judge.put_batch.remote(items))
         # Each report carries the replica's running total: the newest of a batch says it all.
-        reporter = Reporter(f"instructor:{category}:{replica}/{uuid.uuid4().hex[:12]}")
+        reporter = self.reporter = Reporter(f"instructor:{category}:{replica}/{uuid.uuid4().hex[:12]}")
         to_ledger: Coalescer[Report] = Coalescer(lambda reports: ledger.submit.remote(reports[-1]))
 
         async def emit_novelty(cands: list[Candidate]) -> None:
@@ -138,6 +138,7 @@ class InstructorActor:
         self._release_unanswered()
         stats = self.producer.stats()
         stats.teacher = self.teacher.stats()
+        stats.report = self.reporter.last
         return stats
 
 

@@ -128,7 +128,9 @@ class StageActor:
         await self.loop.run()
 
     def stats(self) -> StageStats:
-        return self.loop.stats(self.role, self.incarnation)
+        stats = self.loop.stats(self.role, self.incarnation)
+        stats.report = self.reporter.last
+        return stats
 
     async def call(self, method: str, *args: Any) -> Any:
         """One of the core's own endpoints (`core.endpoints`), e.g. the writer's `close`."""

@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from instructflow.actors.core.ledger import Ledger, Report, Reporter
+from instructflow.actors.core.ledger import Ledger, Report, Reporter, newer_reports
 from instructflow.cluster.accounting import Progress
 from instructflow.cluster.graph import GRAPH
 from instructflow.cluster.output import OutputDir
@@ -224,6 +224,13 @@ def snapshot(config: Config, topo: Topology, timeout: float = 60.0) -> Progress:
         "limiter": topo.limiter.snapshot.remote() if topo.limiter is not None else None,
     }
     got = {k: v if k in ("books", "limiter") else ray.get(v, timeout=timeout) for k, v in refs.items()}
+    # A report the books lack (sent to a ledger that died before the driver's copy of it was taken,
+    # by a replica that has nothing more to report, or still on its way) is handed over from here,
+    # so the books hold every replica's newest total, the final ones included.
+    newer = newer_reports(topo.books, [s.report for s in [*got["instructors"], *got["stages"]]])
+    if newer:
+        ray.get(topo.ledger.restore.remote(newer), timeout=timeout)
+        got["books"] = _books(topo, timeout)
     p = Progress(targets={n: p.count for n, p in config.categories.items()}, books=got["books"])
     p.vectors = got["gate"].vectors
     p.released = got["gate"].released

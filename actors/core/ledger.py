@@ -118,11 +118,13 @@ class Reporter:
         self.name = name
         self.seq = 0
         self.total = Ledger()
+        self.last: Report | None = None  # the newest report made (sent, or on its way)
 
     def add(self, delta: Ledger) -> Report:
         self.total.add(delta)
         self.seq += 1
-        return Report(self.name, self.seq, _copy(self.total))
+        self.last = Report(self.name, self.seq, _copy(self.total))
+        return self.last
 
 
 class Accounts:
@@ -159,3 +161,16 @@ class Accounts:
     @property
     def total(self) -> Ledger:
         return self.snapshot()
+
+
+def newer_reports(known: dict[str, Report], reports: Iterable[Report | None]) -> dict[str, Report]:
+    """Of `reports` (e.g. the replicas' newest, read from their stats), those newer than the ones
+    `known` holds for the same reporter: what books that restarted, or missed a report, lack."""
+    out: dict[str, Report] = {}
+    for report in reports:
+        if report is None:
+            continue
+        old = known.get(report.reporter)
+        if old is None or report.seq > old.seq:
+            out[report.reporter] = report
+    return out

@@ -22,6 +22,7 @@ from typing import Any
 
 from instructflow.actors.core.feed import FeedStats, RowReader, SourceFeed
 from instructflow.actors.core.ledger import Ledger
+from instructflow.actors.core.ledger import Report as RunningTotal
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.derived import REJECTED
@@ -64,6 +65,7 @@ class ProducerStats:
     answers_started: int = 0  # answer calls this replica started since it started (running total)
     answers_allowed: int = 0  # answer calls it may still start under its cap
     teacher: TeacherStats | None = None  # the teacher client's stats
+    report: RunningTotal | None = None  # the replica's newest running total (the driver makes sure the books have it)
     feed: FeedStats | None = None  # a second-round category's source rows (`core.feed`)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from instructflow.actors.core.ledger import Ledger, members
+from instructflow.actors.core.ledger import Report as RunningTotal
 from instructflow.actors.core.queue import QueueClosed
 from instructflow.instructors.record import Candidate
 
@@ -114,6 +115,7 @@ class StageStats:
     ended: bool
     fatal: str | None
     detail: Any = None
+    report: RunningTotal | None = None  # the replica's newest running total (the driver makes sure the books have it)
 
 
 class StageLoop:
