@@ -23,7 +23,7 @@ from typing import Any
 from instructflow.actors.core.feed import FeedStats, RowReader, SourceFeed
 from instructflow.actors.core.ledger import Ledger
 from instructflow.actors.core.ledger import Report as RunningTotal
-from instructflow.actors.core.queue import QueueClosed
+from instructflow.actors.core.queue import Deliveries, QueueClosed
 from instructflow.instructors.base import Instructor
 from instructflow.instructors.derived import REJECTED
 from instructflow.instructors.record import Candidate
@@ -124,6 +124,7 @@ class Producer:
         # Ids of admitted instructions whose answer made no row: the shell hands them to the novelty
         # gate (`Gate.release`), so that they block no later near-duplicate.
         self.unanswered: list[str] = []
+        self.deliveries = Deliveries()
 
     @property
     def batch_size(self) -> int:
@@ -261,11 +262,12 @@ class Producer:
                     if waits[0] not in done:
                         waits[0].cancel()
                     continue
-                batch, ended = await self.take_answers(min(free, allowed), 0.5)
-                if not batch:
+                taken, ended = await self.take_answers(min(free, allowed), 0.5)
+                if not taken:
                     if ended or not self.generating:
                         break
                     continue
+                batch = self.deliveries.fresh(taken)  # a retried put's copies: not answered twice
                 for cand in batch:
                     self.held += 1
                     self.answering += 1

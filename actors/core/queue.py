@@ -28,6 +28,39 @@ class QueueClosed(Exception):
         self.rest: list[Any] | None = None  # set by a caller that knows which candidates the rest are
 
 
+class Deliveries:
+    """Tells a candidate delivered twice from a new one, for a consumer of a queue actor.
+
+    A put is at-least-once: when a queue actor dies after a put went in but before its reply got
+    back, Ray runs the put again on the restarted queue, and a consumer that had already taken the
+    first copy takes the candidates a second time. A copy is the same candidate object over again:
+    the same row id and the same creation time. A teacher that writes the same instruction twice
+    makes two candidates (two creation times): that is an exact duplicate for the novelty stage to
+    reject, not a copy. The consumer passes copies over, so nothing is paid, decided or counted
+    twice. Only the last `keep` candidates are remembered: a copy follows its original within
+    seconds.
+    """
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self.keep = keep
+        self._seen: dict[tuple[str, float], None] = {}
+        self.copies = 0
+
+    def fresh(self, cands: list[Any]) -> list[Any]:
+        """`cands` without the ones taken before."""
+        out = []
+        for cand in cands:
+            key = (cand.id, cand.created_at)
+            if key in self._seen:
+                self.copies += 1
+                continue
+            self._seen[key] = None
+            if len(self._seen) > self.keep:
+                del self._seen[next(iter(self._seen))]
+            out.append(cand)
+        return out
+
+
 def _category(item: Any) -> str:
     first = item[0] if isinstance(item, tuple) and item else item
     return getattr(first, "category", "")

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from instructflow.actors.core.ledger import Ledger, members
 from instructflow.actors.core.ledger import Report as RunningTotal
-from instructflow.actors.core.queue import QueueClosed
+from instructflow.actors.core.queue import Deliveries, QueueClosed
 from instructflow.instructors.record import Candidate
 
 Take = Callable[[int, float], Awaitable[tuple[list[Any], bool]]]  # (max_items, timeout) -> (items, ended)
@@ -138,6 +138,7 @@ class StageLoop:
         self._observe = observe
         self.idle_timeout = idle_timeout
         self.held: Counter[str] = Counter()
+        self.deliveries = Deliveries()
         self.batches = 0
         self.busy_s = 0.0
         self.ended = False
@@ -180,7 +181,7 @@ class StageLoop:
 
     async def _take_batch(self, timeout: float) -> tuple[list[Candidate], bool]:
         items, ended = await self._take(self.stage.batch_size, timeout)
-        batch = members(items)
+        batch = self.deliveries.fresh(members(items))  # a retried put's copies are passed over
         # Held from the moment they left the queue: a replica that dies before it starts on them
         # holds them too.
         self.held.update(c.category for c in batch)

@@ -62,6 +62,30 @@ def wire(stage, queues, books, rejects=None, idle_timeout=0.05):
     )
 
 
+def test_copies_of_a_retried_put_are_passed_over_but_a_teachers_repeat_is_not():
+    """A queue actor that died after a put went in gets the put again from Ray: the consumer sees
+    the same candidates twice (as pickled copies). Each is processed and counted once; a candidate
+    with the same instruction made anew (a teacher repeating itself) is still processed."""
+    import copy
+
+    async def main():
+        queues = {"in": BatchQueue(100), "answer:a": BatchQueue(100)}
+        books = Accounts()
+        stage = Router()
+        first = cands("a", 3, start=1)
+        await queues["in"].put_batch(first)
+        await queues["in"].put_batch(copy.deepcopy(first))  # the retried put, after a restart
+        await queues["in"].put_batch(cands("a", 1, start=1))  # the same text, a new candidate
+        await queues["in"].close()
+        loop = wire(stage, queues, books)
+        await loop.run()
+        return queues, books, loop
+
+    queues, books, loop = asyncio.run(main())
+    assert books.snapshot().passed == {("router", "a"): 4}
+    assert len(queues["answer:a"]) == 4 and loop.deliveries.copies == 3
+
+
 def test_every_candidate_is_passed_on_or_rejected_and_recorded_once():
     async def main():
         queues = {"in": BatchQueue(100), "answer:a": BatchQueue(100), "answer:b": BatchQueue(100)}
