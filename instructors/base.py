@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from instructflow.config import Pii
 from instructflow.config.params import CategoryParams
+from instructflow.instructors.characters import Card
 from instructflow.instructors.parsing import numbered_items, whole_items
 from instructflow.instructors.record import Candidate
 from instructflow.instructors.render import PromptTemplate, load_template
@@ -25,7 +26,6 @@ from instructflow.instructors.teacher.api import Reply, Teacher
 from instructflow.instructors.truncation import ReplyTruncated, ask_whole
 
 if TYPE_CHECKING:
-    from instructflow.instructors.characters import Card
     from instructflow.instructors.derived import SourceRow
 
 # What a template is given as its topic when the run has no topics: a neutral phrase, not a topic.
@@ -113,8 +113,6 @@ class Instructor:
         """Takes one committed row of a `references` category. The default reads a `character` row's
         card and adds it to the cards this category plays, so cards committed during the run are
         played in the same run; other rows are ignored."""
-        from instructflow.instructors.characters import Card
-
         card = Card.from_text(row.response) if row.category == "character" else None
         if card is not None and card.key not in {known.key for known in self.cards}:
             self.cards.append(card)
